@@ -1,0 +1,20 @@
+"""mindiss: minimal-dissipation learning for energy-based models (Hnybida & Verret, arXiv 2510.03137).
+
+Conventions: kT = 1, energies in kT; Langevin dx = -mu grad_x E dt + sqrt(2 mu) dW; work done on
+the chains by changing theta is positive; Delta E = W + Q per chain.
+"""
+from . import bounds, data, moments, samplers, schedules
+from .chains import GaussianMoments, ParticleChains
+from .energies import Energy, Gaussian, HarmonicTrap
+from .errors import DivergenceError, InputError, MindissError
+from .samplers import MALA, EulerMaruyama, ExactOU
+from .train import History, ThetaProtocol, TrainResult, replay, train
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "bounds", "data", "moments", "samplers", "schedules",
+    "Energy", "HarmonicTrap", "Gaussian", "ParticleChains", "GaussianMoments",
+    "ExactOU", "EulerMaruyama", "MALA", "train", "replay", "TrainResult", "History", "ThetaProtocol",
+    "InputError", "DivergenceError", "MindissError", "__version__",
+]

@@ -1,0 +1,150 @@
+"""Persistent chain ensembles with their thermodynamic ledger: the two backends of ``train``.
+
+Both backends answer the same four calls of the canonical update (design.md):
+``mean_grad_theta`` (E_rho[d_theta E]), ``apply_update`` (work with chains frozen, Crooks step a),
+``move`` (chain move at fixed theta with its heat, step b) and ``chain_mean``.
+
+* ``ParticleChains``: N simulated chains of fixed identity (no replay buffer, no restarts);
+  float64 per-chain ``work``, ``heat`` and current ``energy``.
+* ``GaussianMoments``: the exact N -> infinity limit for quadratic energies: the chain density
+  stays N(mean, diag var); work, heat, KL(rho || p_theta) and entropy production in closed form.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .energies import Energy
+from .errors import InputError
+from .moments import ou_moments
+from .samplers import EulerMaruyama, ExactOU, Sampler
+
+
+class ParticleChains:
+    """N persistent chains x (N, d) with float64 ledgers ``work`` and ``heat`` (kT per chain).
+
+    First law per chain: E_{theta_T}(x_T) - E_{theta_0}(x_0) = work + heat.
+    """
+
+    def __init__(self, x: torch.Tensor, energy: Energy, theta: torch.Tensor):
+        if x.ndim != 2 or x.shape[1] != energy.dim:
+            raise InputError(f"chain states must have shape (n_chains, {energy.dim}), got {tuple(x.shape)}")
+        if not bool(torch.isfinite(x).all()):
+            raise InputError("initial chain states contain NaN or infinite values")
+        self.x = x
+        self.energy_start = energy.energy(x, theta)
+        self.energy_now = self.energy_start.clone()
+        self.work = torch.zeros_like(self.energy_now)
+        self.heat = torch.zeros_like(self.energy_now)
+        self._mean: torch.Tensor | None = None
+
+    @classmethod
+    def equilibrium(cls, energy, theta, n_chains: int, *, gen, dtype=torch.float32):
+        """Chains drawn exactly from p_theta (built-in energies)."""
+        return cls(energy.sample_equilibrium(theta, n_chains, gen=gen, dtype=dtype), energy, theta)
+
+    @property
+    def n_chains(self) -> int:
+        return self.x.shape[0]
+
+    def chain_mean(self) -> torch.Tensor:
+        if self._mean is None:
+            self._mean = self.x.mean(0, dtype=torch.float64)
+        return self._mean
+
+    def mean_grad_theta(self, energy, theta):
+        if energy.gaussian and not getattr(energy, "uses_chain_variance", True):
+            # Shares one reduction with chain_mean (harmonic: d_theta E is linear in x).
+            return energy.expected_grad_theta(self.chain_mean(), None, theta)
+        return energy.mean_grad_theta(self.x, theta)
+
+    def apply_update(self, energy, theta_old, theta_new) -> None:
+        w = energy.delta_energy(self.x, theta_old, theta_new)
+        self.work += w
+        self.energy_now += w
+
+    def move(self, energy, theta, dt, mobility, sampler: Sampler, gen) -> None:
+        self.x = sampler.step(energy, theta, self.x, dt=dt, mobility=mobility, gen=gen)
+        e_new = energy.energy(self.x, theta)
+        self.heat += e_new - self.energy_now
+        self.energy_now = e_new
+        self._mean = None
+
+    def mean_work(self) -> float:
+        return float(self.work.mean())
+
+    def mean_heat(self) -> float:
+        return float(self.heat.mean())
+
+    def first_law_residual(self, energy, theta) -> float:
+        """max_i |E_{theta}(x_i) - E_{theta_0}(x_i,0) - W_i - Q_i|, energies recomputed afresh."""
+        delta = energy.energy(self.x, theta) - self.energy_start
+        return float((delta - self.work - self.heat).abs().max())
+
+    def finite(self) -> bool:
+        return bool(torch.isfinite(self.energy_now).all())
+
+
+class GaussianMoments:
+    """Exact N -> infinity chains for quadratic energies: rho_t = N(mean, diag var), float64.
+
+    Moves: exact OU (``ExactOU``) or the Euler-Maruyama moment map
+    m' = m - mu dt (m - c)/v, var' = (1 - mu dt / v)^2 var + 2 mu dt (``EulerMaruyama``).
+    Tracks Identity 2: W_ex = KL(rho_T || p_T) - KL(rho_0 || p_0) + entropy_production, where a
+    move at fixed theta produces KL(rho || p_theta) - KL(rho' || p_theta) >= 0.
+    """
+
+    n_chains = math.inf
+
+    def __init__(self, mean, var, energy: Energy, theta):
+        if not getattr(energy, "gaussian", False):
+            raise InputError(f"backend 'moments' needs a quadratic energy, not {type(energy).__name__}")
+        self.mean = torch.as_tensor(mean, dtype=torch.float64, device=theta.device).reshape(energy.dim).clone()
+        self.var = torch.as_tensor(var, dtype=torch.float64, device=theta.device).reshape(energy.dim).clone()
+        if not bool((self.var > 0).all()):
+            raise InputError("initial chain variance must be positive")
+        self.work = 0.0
+        self.heat = 0.0
+        self.entropy_production = 0.0
+        self.energy_start = energy.expected_energy(self.mean, self.var, theta)
+        self.kl_initial = energy.kl(self.mean, self.var, theta)
+
+    @classmethod
+    def equilibrium(cls, energy, theta):
+        c, v = energy.gaussian_params(theta)
+        return cls(c, v, energy, theta)
+
+    def chain_mean(self):
+        return self.mean
+
+    def mean_grad_theta(self, energy, theta):
+        return energy.expected_grad_theta(self.mean, self.var, theta)
+
+    def apply_update(self, energy, theta_old, theta_new) -> None:
+        self.work += energy.expected_delta_energy(self.mean, self.var, theta_old, theta_new)
+
+    def move(self, energy, theta, dt, mobility, sampler: Sampler, gen=None) -> None:
+        c, v = energy.gaussian_params(theta)
+        e_old, kl_old = energy.expected_energy(self.mean, self.var, theta), energy.kl(self.mean, self.var, theta)
+        if isinstance(sampler, ExactOU):
+            self.mean, self.var = ou_moments(self.mean, self.var, c, v, mobility, dt)
+        elif isinstance(sampler, EulerMaruyama):
+            r = 1.0 - mobility * dt / v
+            self.mean, self.var = c + (self.mean - c) * r, r * r * self.var + 2.0 * mobility * dt
+        else:
+            raise InputError(f"backend 'moments' supports samplers 'exact' and 'euler', not {sampler.name!r}")
+        self.heat += energy.expected_energy(self.mean, self.var, theta) - e_old
+        self.entropy_production += kl_old - energy.kl(self.mean, self.var, theta)
+
+    def mean_work(self) -> float:
+        return self.work
+
+    def mean_heat(self) -> float:
+        return self.heat
+
+    def first_law_residual(self, energy, theta) -> float:
+        return abs(energy.expected_energy(self.mean, self.var, theta) - self.energy_start - self.work - self.heat)
+
+    def finite(self) -> bool:
+        return bool(torch.isfinite(self.mean).all() and torch.isfinite(self.var).all())

@@ -1,0 +1,251 @@
+"""Energy functions E_theta(x) in kT, with their parameter and space gradients.
+
+Conventions (design.md): p_theta(x) = exp(-E_theta(x)) / Z_theta, F(theta) = -ln Z_theta,
+x has shape (N, d) in the chains' dtype, theta is a float64 vector of shape (P,).
+Per-chain energies and every quantity that enters the ledger are float64.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .errors import InputError, require_positive, require_positive_int
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+class Energy:
+    """Protocol every energy follows.
+
+    Required: ``energy(x, theta) -> (N,) float64``, ``grad_x(x, theta) -> (N, d)`` in x's dtype,
+    ``grad_theta(x, theta) -> (N, P) float64`` (per sample). Optional closed forms return
+    ``None`` / raise ``NotImplementedError`` when unknown: ``delta_energy``, ``free_energy``,
+    ``fisher``, ``sample_equilibrium``.
+    """
+
+    dim: int
+    n_params: int
+    #: E is linear in theta up to x-independent terms: Identity 1 is then exact in discrete time.
+    linear_in_theta: bool = False
+    #: E is a diagonal quadratic form in x for every theta (exact OU moves, moments backend).
+    gaussian: bool = False
+
+    def energy(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def grad_x(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def grad_theta(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def mean_grad_theta(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """E_rho[d_theta E] over the rows of x, float64, shape (P,)."""
+        return self.grad_theta(x, theta).mean(0)
+
+    def delta_energy(self, x, theta_old, theta_new) -> torch.Tensor:
+        """W = E_{theta_new}(x) - E_{theta_old}(x) per chain (chains frozen), float64."""
+        return self.energy(x, theta_new) - self.energy(x, theta_old)
+
+    def free_energy(self, theta: torch.Tensor) -> float:
+        """F(theta) = -ln Z_theta in kT."""
+        raise NotImplementedError(f"{type(self).__name__} has no closed-form free energy")
+
+    def fisher(self, theta: torch.Tensor) -> torch.Tensor:
+        """I(theta) = Cov_{p_theta}[d_theta E], shape (P, P)."""
+        raise NotImplementedError(f"{type(self).__name__} has no closed-form Fisher information")
+
+    def check_theta(self, theta: torch.Tensor) -> str | None:
+        """Return a message if theta lies outside the family's domain, else None."""
+        return None
+
+    def sample_equilibrium(self, theta, n: int, *, gen: torch.Generator, dtype=torch.float32):
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot draw exact equilibrium samples: pass initial chain states"
+        )
+
+
+class DiagonalGaussianEnergy(Energy):
+    """E = sum_j (x_j - c_j)^2 / (2 v_j), with centre c(theta) and variance v(theta) per dimension.
+
+    Subclasses define ``gaussian_params(theta) -> (c, v)`` and the parameter gradients; every
+    closed form (F, KL, expected energies, equilibrium draws) follows from (c, v).
+    """
+
+    gaussian = True
+
+    def gaussian_params(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def energy(self, x, theta):
+        c, v = self.gaussian_params(theta)
+        x64 = x.to(torch.float64)
+        return ((x64 - c) ** 2 / (2.0 * v)).sum(-1)
+
+    def grad_x(self, x, theta):
+        c, v = self.gaussian_params(theta)
+        return (x - c.to(x.dtype)) / v.to(x.dtype)
+
+    def free_energy(self, theta) -> float:
+        """F = -ln Z = -sum_j ln(2 pi v_j) / 2."""
+        _, v = self.gaussian_params(theta)
+        return float(-0.5 * (LOG_2PI + torch.log(v)).sum())
+
+    def expected_energy(self, mean, var, theta) -> float:
+        """E_{N(m, var)}[E_theta] = sum_j ((m_j - c_j)^2 + var_j) / (2 v_j)."""
+        c, v = self.gaussian_params(theta)
+        return float((((mean - c) ** 2 + var) / (2.0 * v)).sum())
+
+    def expected_delta_energy(self, mean, var, theta_old, theta_new) -> float:
+        """E_{N(m, var)}[E_{theta_new} - E_{theta_old}]: the mean work of a frozen-chain update."""
+        return self.expected_energy(mean, var, theta_new) - self.expected_energy(mean, var, theta_old)
+
+    def expected_grad_theta(self, mean, var, theta) -> torch.Tensor:
+        """E_{N(m, var)}[d_theta E], shape (P,)."""
+        raise NotImplementedError
+
+    def kl(self, mean, var, theta) -> float:
+        """KL(N(m, var) || p_theta) = sum_j [var/v + (m - c)^2 / v - 1 - ln(var / v)] / 2."""
+        c, v = self.gaussian_params(theta)
+        r = var / v
+        return float(0.5 * (r + (mean - c) ** 2 / v - 1.0 - torch.log(r)).sum())
+
+    def loss(self, data_mean, data_var, theta) -> float:
+        """L(theta) = E_data[E_theta] - F(theta): the exact negative log-likelihood per sample."""
+        return self.expected_energy(data_mean, data_var, theta) - self.free_energy(theta)
+
+    def sample_equilibrium(self, theta, n, *, gen, dtype=torch.float32):
+        """Exact draws x ~ N(c, diag v), shape (n, d)."""
+        c, v = self.gaussian_params(theta)
+        z = torch.empty((n, self.dim), dtype=torch.float64, device=theta.device)
+        z.normal_(generator=gen)
+        return (c + v.sqrt() * z).to(dtype)
+
+
+class HarmonicTrap(DiagonalGaussianEnergy):
+    """E_theta(x) = |x - theta|^2 / (2 s): fixed variance s, learned centre theta in R^d.
+
+    Stiffness k = 1/s, Fisher I = k * identity, Z independent of theta (Delta F = 0).
+    """
+
+    linear_in_theta = True
+    uses_chain_variance = False  # d_theta E is linear in x: the chain mean is enough
+
+    def __init__(self, variance: float = 1.0, dim: int = 1):
+        self.variance = require_positive("variance", variance)
+        self.dim = require_positive_int("dim", dim)
+        self.n_params = self.dim
+
+    def __repr__(self):
+        return f"HarmonicTrap(variance={self.variance}, dim={self.dim})"
+
+    @property
+    def stiffness(self) -> float:
+        return 1.0 / self.variance
+
+    def gaussian_params(self, theta):
+        return theta, torch.full_like(theta, self.variance)
+
+    def energy(self, x, theta):
+        if self.dim == 1:
+            return (x.to(torch.float64).squeeze(-1) - theta).square_().mul_(0.5 / self.variance)
+        return ((x.to(torch.float64) - theta) ** 2).sum(-1) / (2.0 * self.variance)
+
+    def grad_x(self, x, theta):
+        return (x - theta.to(x.dtype)) / self.variance
+
+    def grad_theta(self, x, theta):
+        """d_theta E = (theta - x) / s."""
+        return (theta - x.to(torch.float64)) / self.variance
+
+    def mean_grad_theta(self, x, theta):
+        return (theta - x.mean(0, dtype=torch.float64)) / self.variance
+
+    def expected_grad_theta(self, mean, var, theta):
+        return (theta - mean) / self.variance
+
+    def delta_energy(self, x, theta_old, theta_new):
+        """W = (theta_old - theta_new) . (2x - theta_old - theta_new) / (2 s), exact difference."""
+        step = (theta_old - theta_new) / (2.0 * self.variance)
+        shift = theta_old + theta_new
+        if self.dim == 1:
+            return (x.to(torch.float64).squeeze(-1) * 2.0 - shift) * step
+        return (x.to(torch.float64) * 2.0 - shift) @ step
+
+    def expected_delta_energy(self, mean, var, theta_old, theta_new):
+        # Linear in x, so its mean is its value at the chain mean (no cancellation error).
+        step = (theta_old - theta_new) / (2.0 * self.variance)
+        return float(((2.0 * mean - theta_old - theta_new) * step).sum())
+
+    def fisher(self, theta):
+        return torch.eye(self.dim, dtype=torch.float64, device=theta.device) / self.variance
+
+
+class Gaussian(DiagonalGaussianEnergy):
+    """E_theta(x) = sum_j (x_j - a_j)^2 / (2 s_j), centre a and variance s both learned.
+
+    theta holds the natural parameters, theta = (l1, l2) with l1 = a / s and l2 = 1 / s
+    (P = 2d; l1 first), so E = l2 x^2 / 2 - l1 x + l1^2 / (2 l2) is linear in theta up to an
+    x-independent term. Per dimension the Fisher block in (l1, l2) is
+    [[s, -a s], [-a s, s^2/2 + a^2 s]].
+    """
+
+    linear_in_theta = True
+
+    def __init__(self, dim: int = 1):
+        self.dim = require_positive_int("dim", dim)
+        self.n_params = 2 * self.dim
+
+    def __repr__(self):
+        return f"Gaussian(dim={self.dim})"
+
+    @staticmethod
+    def natural(mean, variance) -> torch.Tensor:
+        """theta = (a / s, 1 / s) from centre a and variance s."""
+        a = torch.as_tensor(mean, dtype=torch.float64).reshape(-1)
+        s = torch.as_tensor(variance, dtype=torch.float64).reshape(-1)
+        if (s <= 0).any() or not torch.isfinite(s).all():
+            raise InputError(f"variance must be positive and finite, got {s.tolist()}")
+        a, s = torch.broadcast_tensors(a, s)
+        return torch.cat([a / s, 1.0 / s])
+
+    def moments(self, theta) -> tuple[torch.Tensor, torch.Tensor]:
+        """(a, s): the centre and variance of p_theta."""
+        return self.gaussian_params(theta)
+
+    def gaussian_params(self, theta):
+        l1, l2 = theta[: self.dim], theta[self.dim :]
+        return l1 / l2, 1.0 / l2
+
+    def check_theta(self, theta):
+        l2 = theta[self.dim :]
+        if not bool((l2 > 0).all()):
+            return f"precision 1/s became non-positive ({l2.tolist()}): the variance left its domain"
+        return None
+
+    def grad_theta(self, x, theta):
+        """d_l1 E = -(x - a), d_l2 E = (x^2 - a^2) / 2."""
+        a, _ = self.gaussian_params(theta)
+        x64 = x.to(torch.float64)
+        return torch.cat([a - x64, 0.5 * (x64**2 - a**2)], dim=-1)
+
+    def mean_grad_theta(self, x, theta):
+        x64 = x.to(torch.float64)
+        mean = x64.mean(0)
+        var = (x64 - mean).pow(2).mean(0)
+        return self.expected_grad_theta(mean, var, theta)
+
+    def expected_grad_theta(self, mean, var, theta):
+        a, _ = self.gaussian_params(theta)
+        return torch.cat([a - mean, 0.5 * (var + mean**2 - a**2)])
+
+    def fisher(self, theta):
+        a, s = self.gaussian_params(theta)
+        d = self.dim
+        out = torch.zeros(2 * d, 2 * d, dtype=torch.float64, device=theta.device)
+        idx = torch.arange(d, device=theta.device)
+        out[idx, idx] = s
+        out[idx, idx + d] = out[idx + d, idx] = -a * s
+        out[idx + d, idx + d] = 0.5 * s**2 + a**2 * s
+        return out
