@@ -300,7 +300,8 @@ def train(energy: Energy, data, *, schedule, theta0, mobility: float = 1.0, dura
         if bar:
             bar.stop()
 
-    return _summarise(runs, energy, theta_start, dts, backend, sampler_obj, n_chains, mobility,
+    total_time = schedule.duration if isinstance(schedule, Schedule) else float(np.sum(dts))
+    return _summarise(runs, energy, theta_start, dts, total_time, backend, sampler_obj, n_chains, mobility,
                       temperature_kelvin, keep_chains, chains is None)
 
 
@@ -383,7 +384,7 @@ def _mean_se(values):
     return float(v.mean()), float(v.std(ddof=1) / math.sqrt(len(v)))
 
 
-def _summarise(runs, energy, theta0, dts, backend, sampler, n_chains, mobility, temperature_kelvin,
+def _summarise(runs, energy, theta0, dts, total_time, backend, sampler, n_chains, mobility, temperature_kelvin,
                keep_chains, equilibrium_start) -> TrainResult:
     works, excess, dfe, dl_true, dl_approx, ident, first_law, finals = [], [], [], [], [], [], [], []
     for r in runs:
@@ -404,7 +405,7 @@ def _summarise(runs, energy, theta0, dts, backend, sampler, n_chains, mobility, 
     theta_final = np.mean(finals, axis=0)
     bound = None
     if isinstance(energy, HarmonicTrap) and equilibrium_start:
-        bound = _bounds.harmonic(energy.variance, mobility, float(np.sum(dts)),
+        bound = _bounds.harmonic(energy.variance, mobility, total_time,
                                  theta0.cpu().numpy(), theta_final).excess_work
     r0 = runs[0]
     st0 = r0["state"]
@@ -416,7 +417,7 @@ def _summarise(runs, energy, theta0, dts, backend, sampler, n_chains, mobility, 
         final_loss=float(np.mean([r["loss0"] for r in runs]) + np.mean(dl_true)),
         theta0=theta0.cpu().tolist(), theta_final=theta_final.tolist(), n_updates=len(dts),
         n_chains=math.inf if moments else n_chains, n_replicas=len(runs), backend=backend,
-        sampler=sampler.name, duration=float(np.sum(dts)), bound=bound,
+        sampler=sampler.name, duration=total_time, bound=bound,
         identity1_residual=float(max(ident)), first_law_residual=float(max(first_law)),
         kl_initial=st0.kl_initial if moments else None,
         kl_final=energy.kl(st0.mean, st0.var, r0["theta"]) if moments else None,

@@ -1,0 +1,248 @@
+"""The ``mindiss`` command: a thin typer layer over the library.
+
+Exit codes: 0 success, 2 bad input (nothing written), 3 a run diverged.
+``--json`` prints exactly one JSON object on stdout.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .errors import DivergenceError, InputError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+                  help="Minimal-dissipation learning for energy-based models (kT = 1).")
+bound_app = typer.Typer(no_args_is_help=True, help="Closed-form minimal excess work.")
+schedule_app = typer.Typer(no_args_is_help=True, help="Export discretised learning-rate schedules.")
+app.add_typer(bound_app, name="bound")
+app.add_typer(schedule_app, name="schedule")
+
+
+def _fail(exc: Exception, code: int) -> None:
+    typer.echo(f"mindiss: error: {exc}", err=True)
+    raise typer.Exit(code)
+
+
+def _vector(name: str, text: str) -> list[float]:
+    """'1.5' or '1.5,-2' -> list of floats."""
+    try:
+        vals = [float(a) for a in str(text).split(",")]
+    except ValueError:
+        raise InputError(f"{name} must be a number or comma-separated numbers, got {text!r}") from None
+    return vals
+
+
+def _print_json(obj) -> None:
+    typer.echo(json.dumps(obj, indent=2, sort_keys=True, allow_nan=False))
+
+
+@bound_app.command("harmonic")
+def bound_harmonic(
+    variance: float = typer.Option(..., help="trap variance s (> 0)"),
+    mobility: float = typer.Option(..., help="chain mobility mu (> 0)"),
+    duration: float = typer.Option(..., help="training duration T (> 0)"),
+    theta0: str = typer.Option(..., help="initial centre (number or comma-separated vector)"),
+    target: str = typer.Option(..., help="data mean xbar (same length as theta0)"),
+    temperature_kelvin: float = typer.Option(300.0, help="temperature for the joule figure"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+):
+    """W* = k |xbar - theta0|^2 / (2 + T / tau): the least excess work of any learning-rate schedule."""
+    from . import bounds
+
+    try:
+        b = bounds.harmonic(variance, mobility, duration, _vector("theta0", theta0), _vector("target", target))
+        out = {**b.to_dict(), "energy_joules": bounds.joules(b.excess_work, temperature_kelvin),
+               "temperature_kelvin": temperature_kelvin}
+    except InputError as exc:
+        _fail(exc, 2)
+    if as_json:
+        _print_json(out)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="Harmonic trap: minimal-dissipation learning (kT = 1)")
+    t.add_column("quantity"); t.add_column("value", justify="right")
+    for k, v in out.items():
+        t.add_row(k, ", ".join(f"{a:.10g}" for a in v) if isinstance(v, list) else f"{v:.10g}")
+    Console().print(t)
+
+
+@schedule_app.command("harmonic")
+def schedule_harmonic(
+    variance: float = typer.Option(..., help="trap variance s (> 0)"),
+    mobility: float = typer.Option(..., help="chain mobility mu (> 0)"),
+    duration: float = typer.Option(..., help="training duration T (> 0)"),
+    steps: int = typer.Option(..., help="interior updates n (n + 2 updates with the impulses)"),
+    theta0: Optional[str] = typer.Option(None, help="initial centre: adds the theta(t) and chain-mean path"),
+    target: Optional[str] = typer.Option(None, help="data mean xbar (with --theta0)"),
+    fmt: str = typer.Option("csv", "--format", help="csv or json"),
+    out: Optional[Path] = typer.Option(None, "--out", help="write to this file (atomically) instead of stdout"),
+):
+    """The optimal schedule's discretised learning rates, one row per update.
+
+    Columns: update, t (time the update is applied), lr, dt (chain move after it), impulse.
+    With --theta0/--target also theta (value after the update, held during dt) and chain_mean
+    (N -> infinity chain mean at time t, as seen by the update). Row 0 is the initial state,
+    so the jump at t = 0 is two rows at t = 0 and the final jump two rows at t = T.
+    """
+    from . import schedules
+
+    try:
+        if fmt not in ("csv", "json"):
+            raise InputError(f"--format must be csv or json, got {fmt!r}")
+        if (theta0 is None) != (target is None):
+            raise InputError("give both --theta0 and --target, or neither")
+        sched = schedules.optimal_harmonic(variance, mobility, duration)
+        disc = sched.discretise(steps)
+        rows = [{"update": k + 1, "t": float(disc.t[k]), "lr": float(disc.lr[k]), "dt": float(disc.dt[k]),
+                 "impulse": bool(disc.is_impulse[k])} for k in range(disc.n_updates)]
+        if theta0 is not None:
+            rows = _with_path(rows, sched, variance, mobility, steps, _vector("theta0", theta0),
+                              _vector("target", target))
+    except InputError as exc:
+        _fail(exc, 2)
+    if fmt == "json":
+        text = json.dumps({"schedule": "optimal_harmonic", "variance": variance, "mobility": mobility,
+                           "duration": duration, "steps": steps, "rows": rows}, indent=1) + "\n"
+    else:
+        cols = list(rows[0])
+        lines = [",".join(cols)]
+        for r in rows:
+            lines.append(",".join(
+                (str(int(r[c])) if isinstance(r[c], bool) else repr(r[c])) if not isinstance(r[c], list)
+                else ";".join(repr(a) for a in r[c]) for c in cols))
+        text = "\n".join(lines) + "\n"
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        from .io import atomic_write_text
+
+        atomic_write_text(out, text)
+
+
+def _with_path(rows, sched, variance, mobility, steps, theta0, target):
+    """Add theta and chain_mean columns from the exact N -> infinity run of the same schedule."""
+    from . import data, train
+    from .energies import HarmonicTrap
+
+    if len(theta0) != len(target):
+        raise InputError(f"--theta0 has {len(theta0)} entries but --target has {len(target)}")
+    res = train(HarmonicTrap(variance, len(theta0)), data.Gaussian(target, variance), schedule=sched,
+                theta0=theta0, mobility=mobility, n_steps=steps, backend="moments")
+    thetas, means = res.history.block("theta"), res.history.block("chain_mean")
+    scalar = len(theta0) == 1
+    pack = (lambda v: float(v[0])) if scalar else (lambda v: [float(a) for a in v])
+    first = {"update": 0, "t": 0.0, "lr": 0.0, "dt": 0.0, "impulse": False,
+             "theta": pack(thetas[0]), "chain_mean": pack(means[0])}
+    # chain mean seen by update k = chain mean after the move of update k - 1
+    return [first] + [{**r, "theta": pack(thetas[i + 1]), "chain_mean": pack(means[i])}
+                      for i, r in enumerate(rows)]
+
+
+@app.command("train")
+def train_cmd(
+    config: Optional[Path] = typer.Argument(None, help="TOML config; built-in defaults when omitted"),
+    out: Optional[Path] = typer.Option(None, "--out", help="run directory: result.json, history.csv, config.toml"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+    print_defaults: bool = typer.Option(False, "--print-defaults", help="print a complete commented config and exit"),
+):
+    """Train a persistent-chain EBM with a learning-rate schedule and report its thermodynamic ledger."""
+    from . import config as C
+    from .train import train
+
+    if print_defaults:
+        typer.echo(C.to_toml(C.defaults(), comments=True))
+        return
+    try:
+        cfg = C.load(config) if config is not None else C.defaults()
+        kwargs = C.build(cfg)
+        if out is not None and out.exists() and not out.is_dir():
+            raise InputError(f"--out {str(out)!r} exists and is not a directory")
+        progress = not quiet and not as_json and sys.stderr.isatty()
+        res = train(**kwargs, progress=progress)
+    except InputError as exc:
+        _fail(exc, 2)
+    except DivergenceError as exc:
+        _fail(exc, 3)
+    result = res.to_dict()
+    if out is not None:
+        from .io import atomic_write_json, atomic_write_text
+
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.toml", C.to_toml(cfg))
+        res.history.to_csv(out / "history.csv")
+        atomic_write_json(out / "result.json", result)
+    if as_json:
+        _print_json(result)
+        return
+    _print_summary(res)
+
+
+def _print_summary(res) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def pm(v, se):
+        return f"{v:.6g} ± {se:.2g}" if se == se and se > 0 else f"{v:.10g}"
+
+    t = Table(title=f"mindiss train: {res.backend} / {res.sampler}, {res.n_updates} updates, "
+                    f"{res.n_replicas} replica(s) (energies in kT)")
+    t.add_column("quantity"); t.add_column("value", justify="right")
+    t.add_row("work <W>", pm(res.work, res.work_se))
+    t.add_row("excess work W_ex", pm(res.excess_work, res.excess_work_se))
+    if res.bound is not None:
+        t.add_row("bound W* (same endpoint)", f"{res.bound:.6g}")
+    t.add_row("delta free energy", f"{res.delta_free_energy:.6g}")
+    t.add_row("true loss change", f"{res.loss_true_change:.6g}")
+    t.add_row("approx. (PCD) loss change", f"{res.loss_approx_change:.6g}")
+    t.add_row("bias = W_ex (Identity 1 residual)", f"{res.bias:.6g} ({res.identity1_residual:.1e})")
+    t.add_row("final loss", f"{res.final_loss:.6g}")
+    t.add_row("theta_final", ", ".join(f"{a:.6g}" for a in res.theta_final))
+    t.add_row(f"dissipated energy at {res.temperature_kelvin:g} K", f"{res.energy_joules:.4g} J")
+    Console().print(t)
+
+
+@app.command("bench")
+def bench_cmd(
+    n_chains: int = typer.Option(100_000, help="chains"),
+    steps: int = typer.Option(1000, help="interior updates"),
+    repeats: int = typer.Option(5, help="timed repeats (median reported)"),
+    dtype: str = typer.Option("float32", help="chain dtype: float32 or float64"),
+    quick: bool = typer.Option(False, "--quick", help="small problem, 2 repeats"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+):
+    """Throughput of the library's full update against a bare torch loop, timed in one process."""
+    import torch
+
+    from . import bench
+
+    if dtype not in ("float32", "float64"):
+        _fail(InputError(f"--dtype must be float32 or float64, got {dtype!r}"), 2)
+    if min(n_chains, steps, repeats) <= 0:
+        _fail(InputError("--n-chains, --steps and --repeats must be positive"), 2)
+    if quick:
+        n_chains, steps, repeats = min(n_chains, 20_000), min(steps, 200), 2
+    out = bench.run(n_chains=n_chains, n_steps=steps, repeats=repeats, dtype=getattr(torch, dtype))
+    if as_json:
+        _print_json(out)
+        return
+    typer.echo(f"harmonic trap, exact OU, N = {out['n_chains']}, {out['n_steps']} updates, {out['dtype']}, "
+               f"{out['threads']} threads, median of {out['repeats']}")
+    typer.echo(f"  library : {out['library_s']:.3f} s  ({out['library_msteps_per_s']:.1f} M chain-steps/s)")
+    typer.echo(f"  bare    : {out['bare_s']:.3f} s  ({out['bare_msteps_per_s']:.1f} M chain-steps/s)")
+    typer.echo(f"  ratio library/bare speed: {out['ratio']:.3f}   (target >= 0.8)")
+    typer.echo(f"  same numbers: mean work {out['work_library']:.12g} vs {out['work_bare']:.12g}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
