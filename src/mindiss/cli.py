@@ -85,10 +85,11 @@ def schedule_harmonic(
 ):
     """The optimal schedule's discretised learning rates, one row per update.
 
-    Columns: update, t (time the update is applied), lr, dt (chain move after it), impulse.
-    With --theta0/--target also theta (value after the update, held during dt) and chain_mean
-    (N -> infinity chain mean at time t, as seen by the update). Row 0 is the initial state,
-    so the jump at t = 0 is two rows at t = 0 and the final jump two rows at t = T.
+    Columns: update, t, lr, dt, impulse. Update k sets theta at time t - dt with learning
+    rate lr, then the chains move for dt (0 for the impulses), so t is the time at the end of
+    the update's move. With --theta0/--target also theta (the value the update set, held during
+    its move) and chain_mean (the N -> infinity chain mean at t). Row 0 is the initial state, so
+    the jump at t = 0 is two rows at t = 0 and the final jump two rows at t = T.
     """
     from . import schedules
 
@@ -99,7 +100,7 @@ def schedule_harmonic(
             raise InputError("give both --theta0 and --target, or neither")
         sched = schedules.optimal_harmonic(variance, mobility, duration)
         disc = sched.discretise(steps)
-        rows = [{"update": k + 1, "t": float(disc.t[k]), "lr": float(disc.lr[k]), "dt": float(disc.dt[k]),
+        rows = [{"update": k + 1, "t": float(disc.t[k] + disc.dt[k]), "lr": float(disc.lr[k]), "dt": float(disc.dt[k]),
                  "impulse": bool(disc.is_impulse[k])} for k in range(disc.n_updates)]
         if theta0 is not None:
             rows = _with_path(rows, sched, variance, mobility, steps, _vector("theta0", theta0),
@@ -139,8 +140,7 @@ def _with_path(rows, sched, variance, mobility, steps, theta0, target):
     pack = (lambda v: float(v[0])) if scalar else (lambda v: [float(a) for a in v])
     first = {"update": 0, "t": 0.0, "lr": 0.0, "dt": 0.0, "impulse": False,
              "theta": pack(thetas[0]), "chain_mean": pack(means[0])}
-    # chain mean seen by update k = chain mean after the move of update k - 1
-    return [first] + [{**r, "theta": pack(thetas[i + 1]), "chain_mean": pack(means[i])}
+    return [first] + [{**r, "theta": pack(thetas[i + 1]), "chain_mean": pack(means[i + 1])}
                       for i, r in enumerate(rows)]
 
 

@@ -205,7 +205,7 @@ def harmonic_final_error(schedule: Schedule, variance: float, mobility: float, n
     from .moments import harmonic_discrete_path
 
     path = harmonic_discrete_path(schedule.discretise(n_steps), variance, mobility, 0.0, 1.0)
-    return abs(1.0 - path["theta"][-1])
+    return abs(1.0 - float(path["theta"][-1, 0]))
 
 
 def tune_scale(family: str | Callable[..., Schedule], final_error: float, *, variance: float,

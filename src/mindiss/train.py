@@ -29,6 +29,8 @@ from .samplers import make_sampler
 from .schedules import DiscreteSchedule, Schedule
 
 BACKENDS = ("particles", "moments")
+#: |mean work| or |mean heat| per chain beyond this (kT) is treated as a diverged run.
+LEDGER_LIMIT = 1e12
 
 
 @dataclass(frozen=True)
@@ -335,9 +337,15 @@ def _run_replica(energy, data, state, theta, lrs, dts, path, mobility, sampler, 
 
     def record(k, lr, dt):
         fe = _free_energy(energy, theta) - fe0
-        work = state.mean_work()
+        work, heat = state.mean_work(), state.mean_heat()
+        if not (abs(work) < LEDGER_LIMIT and abs(heat) < LEDGER_LIMIT):
+            raise DivergenceError(k, f"the ledger left the finite range (mean work {work:.3g}, mean heat "
+                                  f"{heat:.3g} kT per chain): chains escaping to huge energies",
+                                  _divergence_cause(sampler, energy, dt or float(dts[max(k - 2, 0)]), mobility)
+                                  if path is None and sampler.name == "euler" else
+                                  "the learning rate or chain step is too large for this energy")
         rows.append([k, t_now, lr, dt, *theta.tolist(), *state.chain_mean().tolist(), work,
-                     state.mean_heat(), fe, work - fe, _loss(energy, data, theta), loss0 + loss_approx])
+                     heat, fe, work - fe, _loss(energy, data, theta), loss0 + loss_approx])
 
     record(0, 0.0, 0.0)
     for k in range(n_updates):
