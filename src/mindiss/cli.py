@@ -203,9 +203,11 @@ def _print_summary(res) -> None:
     t.add_row("approx. (PCD) loss change", f"{res.loss_approx_change:.6g}")
     t.add_row("bias = W_ex (Identity 1 residual)", f"{res.bias:.6g} ({res.identity1_residual:.1e})")
     t.add_row("final loss", f"{res.final_loss:.6g}")
-    t.add_row("theta_final", ", ".join(f"{a:.6g}" for a in res.theta_final))
+    t.add_row("theta_final", ", ".join(pm(a, se) for a, se in zip(res.theta_final, res.theta_final_se)))
     t.add_row(f"dissipated energy at {res.temperature_kelvin:g} K", f"{res.energy_joules:.4g} J")
     Console().print(t)
+    for note in res.notes:
+        Console(stderr=True).print(f"[yellow]note:[/] {note}")
 
 
 @app.command("bench")

@@ -98,6 +98,7 @@ class TrainResult:
     final_loss: float
     theta0: list
     theta_final: list
+    theta_final_se: list
     n_updates: int
     n_chains: float
     n_replicas: int
@@ -112,6 +113,8 @@ class TrainResult:
     entropy_production: float | None
     acceptance_rate: float | None   # MALA only
     replica_excess_work: list
+    replica_theta_final: list
+    notes: list                     # caveats that qualify the figures (e.g. sampler bias)
     history: History
     thetas: np.ndarray              # theta after every update (row 0: theta_0), replica 0
     dts: np.ndarray
@@ -139,7 +142,7 @@ class TrainResult:
                 "n_updates", "n_chains", "n_replicas", "backend", "sampler", "duration", "bound",
                 "identity1_residual", "first_law_residual", "kl_initial", "kl_final",
                 "entropy_production", "acceptance_rate", "replica_excess_work",
-                "temperature_kelvin"]
+                "theta_final_se", "replica_theta_final", "notes", "temperature_kelvin"]
         out = {k: getattr(self, k) for k in keys}
         out["energy_joules"] = self.energy_joules
         out["bias"] = self.bias
@@ -147,7 +150,7 @@ class TrainResult:
         def clean(v):
             if isinstance(v, float):
                 return None if not math.isfinite(v) else v
-            if isinstance(v, list):
+            if isinstance(v, (list, tuple)):
                 return [clean(a) for a in v]
             return v
 
@@ -392,6 +395,26 @@ def _mean_se(values):
     return float(v.mean()), float(v.std(ddof=1) / math.sqrt(len(v)))
 
 
+def _notes(energy, sampler, dts, mobility, n_replicas, deterministic) -> list:
+    """Caveats that qualify the reported figures; printed by the CLI and kept in result.json."""
+    notes = []
+    dt = float(np.max(dts)) if len(dts) else 0.0
+    if sampler.name == "euler":
+        ratio = ""
+        if isinstance(energy, HarmonicTrap):
+            h = mobility * dt / energy.variance
+            ratio = f"; on this trap the stationary variance is s / (1 - mu dt / 2s) = {1 / (1 - h / 2):.6g} s"
+        notes.append("Euler-Maruyama does not leave p_theta invariant: work, heat and Jarzynski carry an "
+                     f"O(dt) bias (mu dt = {mobility * dt:.3g}){ratio}.")
+    if sampler.name == "mala":
+        notes.append("MALA keeps p_theta exactly invariant but its dynamics are O(dt): the mean work of a "
+                     f"driven run is biased at O(dt) (mu dt = {mobility * dt:.3g}); acceptance rate "
+                     f"{sampler.acceptance_rate:.3f}.")
+    if not deterministic and n_replicas < 2:
+        notes.append("one replica: no error estimate (theta noise is shared by all chains; use n_replicas >= 2).")
+    return notes
+
+
 def _summarise(runs, energy, theta0, dts, total_time, backend, sampler, n_chains, mobility, temperature_kelvin,
                keep_chains, equilibrium_start) -> TrainResult:
     works, excess, dfe, dl_true, dl_approx, ident, first_law, finals = [], [], [], [], [], [], [], []
@@ -410,7 +433,10 @@ def _summarise(runs, energy, theta0, dts, total_time, backend, sampler, n_chains
     ex, ex_se = _mean_se(excess)
     if deterministic:
         work_se = ex_se = 0.0
-    theta_final = np.mean(finals, axis=0)
+    finals = np.asarray(finals)
+    theta_final = finals.mean(axis=0)
+    theta_final_se = (finals.std(axis=0, ddof=1) / math.sqrt(len(finals)) if len(finals) > 1
+                      else np.full(finals.shape[1], 0.0 if deterministic else math.nan))
     bound = None
     if isinstance(energy, HarmonicTrap) and equilibrium_start:
         bound = _bounds.harmonic(energy.variance, mobility, total_time,
@@ -423,7 +449,8 @@ def _summarise(runs, energy, theta0, dts, total_time, backend, sampler, n_chains
         delta_free_energy=float(np.mean(dfe)), loss_true_change=float(np.mean(dl_true)),
         loss_approx_change=float(np.mean(dl_approx)),
         final_loss=float(np.mean([r["loss0"] for r in runs]) + np.mean(dl_true)),
-        theta0=theta0.cpu().tolist(), theta_final=theta_final.tolist(), n_updates=len(dts),
+        theta0=theta0.cpu().tolist(), theta_final=theta_final.tolist(),
+        theta_final_se=theta_final_se.tolist(), n_updates=len(dts),
         n_chains=math.inf if moments else n_chains, n_replicas=len(runs), backend=backend,
         sampler=sampler.name, duration=total_time, bound=bound,
         identity1_residual=float(max(ident)), first_law_residual=float(max(first_law)),
@@ -431,7 +458,8 @@ def _summarise(runs, energy, theta0, dts, total_time, backend, sampler, n_chains
         kl_final=energy.kl(st0.mean, st0.var, r0["theta"]) if moments else None,
         entropy_production=st0.entropy_production if moments else None,
         acceptance_rate=sampler.acceptance_rate if sampler.name == "mala" else None,
-        replica_excess_work=[float(e) for e in excess], history=r0["history"], thetas=r0["thetas"],
+        replica_excess_work=[float(e) for e in excess], replica_theta_final=finals.tolist(),
+        notes=_notes(energy, sampler, dts, mobility, len(runs), deterministic), history=r0["history"], thetas=r0["thetas"],
         dts=np.asarray(dts, float), temperature_kelvin=temperature_kelvin,
         chain_work=st0.work.cpu().numpy() if keep_chains and not moments else None,
         final_chains=st0.x.cpu() if keep_chains and not moments else None,
