@@ -210,6 +210,38 @@ def _print_summary(res) -> None:
         Console(stderr=True).print(f"[yellow]note:[/] {note}")
 
 
+@app.command("reproduce")
+def reproduce_cmd(
+    out: Path = typer.Option(Path("mindiss-report"), "--out", help="output folder"),
+    quick: bool = typer.Option(False, "--quick", help="smaller runs (under 2 minutes on 2 cores)"),
+    only: Optional[list[str]] = typer.Option(None, "--only", help="run only these experiments (repeatable)"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+    as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON object"),
+):
+    """Every result of the paper as figures, tables, results.json and report.html in OUT."""
+    from . import report
+
+    if out.exists() and not out.is_dir():
+        _fail(InputError(f"--out {str(out)!r} exists and is not a directory"), 2)
+    try:
+        results = report.reproduce(out, only, quick=quick,
+                                   show_progress=not quiet and not as_json and sys.stderr.isatty())
+    except InputError as exc:
+        _fail(exc, 2)
+    s = results["summary"]
+    if as_json:
+        _print_json({"out": str(out), **s, "status": {k: e["status"] for k, e in results["experiments"].items()}})
+    else:
+        for name, e in results["experiments"].items():
+            typer.echo(f"  {e['status']:<13} {name} ({e['seconds']:.1f} s)")
+            if e["error"]:
+                typer.echo("    " + e["error"].splitlines()[0], err=True)
+        typer.echo(f"{s['n_checks'] - s['n_checks_failed']}/{s['n_checks']} checks pass; "
+                   f"report: {out / 'report.html'}")
+    if not s["ok"]:
+        raise typer.Exit(1)
+
+
 @app.command("bench")
 def bench_cmd(
     n_chains: int = typer.Option(100_000, help="chains"),

@@ -1,0 +1,42 @@
+"""The reproduction's experiments, one module each, in report order.
+
+Each module: NAME, TITLE, CLAIM, CAPTION, run(quick, progress) -> ExperimentResult, plot(result).
+"""
+from __future__ import annotations
+
+import importlib
+
+from .base import Check, ExperimentResult, Table
+
+ORDER = (
+    "optimal_schedule",
+    "dissipation_vs_duration",
+    "bias_identity",
+    "dissipation_split",
+    "unknown_targets",
+    "work_fluctuations",
+    "energy_floor",
+)
+
+
+def available() -> list[str]:
+    """Experiment names whose module exists, in report order."""
+    names = []
+    for name in ORDER:
+        try:
+            importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+            continue
+        names.append(name)
+    return names
+
+
+def get(name: str):
+    if name not in ORDER:
+        raise KeyError(name)
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+__all__ = ["ORDER", "available", "get", "Check", "ExperimentResult", "Table"]
