@@ -8,13 +8,13 @@ from .chains import GaussianMoments, ParticleChains
 from .energies import Energy, Gaussian, HarmonicTrap
 from .errors import DivergenceError, InputError, MindissError
 from .samplers import MALA, EulerMaruyama, ExactOU
-from .train import History, ThetaProtocol, TrainResult, replay, train
+from .train import History, Interrupted, ThetaProtocol, TrainResult, replay, train
 
 __version__ = "0.1.0"
 
 __all__ = [
     "bounds", "data", "moments", "samplers", "schedules",
     "Energy", "HarmonicTrap", "Gaussian", "ParticleChains", "GaussianMoments",
-    "ExactOU", "EulerMaruyama", "MALA", "train", "replay", "TrainResult", "History", "ThetaProtocol",
+    "ExactOU", "EulerMaruyama", "MALA", "train", "Interrupted", "replay", "TrainResult", "History", "ThetaProtocol",
     "InputError", "DivergenceError", "MindissError", "__version__",
 ]

@@ -85,6 +85,16 @@ class ParticleChains:
     def finite(self) -> bool:
         return bool(torch.isfinite(self.energy_now).all())
 
+    _STATE = ("x", "energy_start", "energy_now", "work", "heat")
+
+    def state_dict(self) -> dict:
+        return {k: getattr(self, k).clone() for k in self._STATE}
+
+    def load_state_dict(self, sd: dict) -> None:
+        for k in self._STATE:
+            setattr(self, k, sd[k].clone())
+        self._mean = None
+
 
 class GaussianMoments:
     """Exact N -> infinity chains for quadratic energies: rho_t = N(mean, diag var), float64.
@@ -148,3 +158,12 @@ class GaussianMoments:
 
     def finite(self) -> bool:
         return bool(torch.isfinite(self.mean).all() and torch.isfinite(self.var).all())
+
+    _STATE = ("mean", "var", "work", "heat", "entropy_production", "energy_start", "kl_initial")
+
+    def state_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self._STATE}
+
+    def load_state_dict(self, sd: dict) -> None:
+        for k in self._STATE:
+            setattr(self, k, sd[k])

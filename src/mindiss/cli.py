@@ -147,14 +147,23 @@ def _with_path(rows, sched, variance, mobility, steps, theta0, target):
 @app.command("train")
 def train_cmd(
     config: Optional[Path] = typer.Argument(None, help="TOML config; built-in defaults when omitted"),
-    out: Optional[Path] = typer.Option(None, "--out", help="run directory: result.json, history.csv, config.toml"),
+    out: Optional[Path] = typer.Option(None, "--out", help="run directory: config.toml, checkpoint.pt, "
+                                       "result.json, history.csv, figures/, run.log"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the checkpoint in --out"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
     print_defaults: bool = typer.Option(False, "--print-defaults", help="print a complete commented config and exit"),
 ):
-    """Train a persistent-chain EBM with a learning-rate schedule and report its thermodynamic ledger."""
+    """Train a persistent-chain EBM with a learning-rate schedule and report its thermodynamic ledger.
+
+    Exit codes: 0 done, 2 bad input (nothing written), 3 diverged (the last good checkpoint is
+    kept), 130 interrupted by SIGINT/SIGTERM (checkpoint saved; continue with --resume).
+    """
+    import signal
+
     from . import config as C
-    from .train import train
+    from .rundir import RunDir
+    from .train import Interrupted, train
 
     if print_defaults:
         typer.echo(C.to_toml(C.defaults(), comments=True))
@@ -164,22 +173,54 @@ def train_cmd(
         kwargs = C.build(cfg)
         if out is not None and out.exists() and not out.is_dir():
             raise InputError(f"--out {str(out)!r} exists and is not a directory")
+        if resume and out is None:
+            raise InputError("--resume needs --out DIR (the run directory holding checkpoint.pt)")
+        if resume and not (out / "checkpoint.pt").is_file():
+            raise InputError(f"--resume: no checkpoint in {str(out)!r}")
+        if out is not None and not resume and (out / "result.json").exists():
+            raise InputError(f"{str(out)!r} already holds a finished run: choose another --out or use --resume")
+    except InputError as exc:
+        _fail(exc, 2)
+    run_dir = None
+    checkpoint_every = kwargs.pop("checkpoint_every")
+    if out is not None:
+        run_dir = RunDir(out)
+        kwargs.update(checkpoint=run_dir.checkpoint, checkpoint_every=checkpoint_every, resume=resume)
+    stop_requested = []
+
+    def on_signal(signum, frame):
+        stop_requested.append(signum)
+
+    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        def start():
+            if run_dir is not None:
+                run_dir.prepare(C.to_toml(cfg), resume)
+                run_dir.log("resumed from checkpoint" if resume else "started")
+
         progress = not quiet and not as_json and sys.stderr.isatty()
-        res = train(**kwargs, progress=progress)
+        res = train(**kwargs, progress=progress, stop=lambda: bool(stop_requested), on_start=start)
+        if run_dir is not None:
+            run_dir.write_result(res)
+            run_dir.log(f"finished: excess work {res.excess_work:.6g} +- {res.excess_work_se:.2g} kT")
     except InputError as exc:
         _fail(exc, 2)
     except DivergenceError as exc:
+        if run_dir is not None:
+            run_dir.log(f"{exc}; last good checkpoint kept in {run_dir.checkpoint}")
+            exc = DivergenceError(exc.update, exc.quantity,
+                                  exc.cause + f". The last good checkpoint is kept in {run_dir.checkpoint}")
         _fail(exc, 3)
-    result = res.to_dict()
-    if out is not None:
-        from .io import atomic_write_json, atomic_write_text
-
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "config.toml", C.to_toml(cfg))
-        res.history.to_csv(out / "history.csv")
-        atomic_write_json(out / "result.json", result)
+    except Interrupted as exc:
+        if run_dir is not None:
+            run_dir.log(str(exc))
+        typer.echo(f"mindiss: {exc}" + ("; continue with --resume" if run_dir else ""), err=True)
+        raise typer.Exit(130)
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
     if as_json:
-        _print_json(result)
+        _print_json(res.to_dict())
         return
     _print_summary(res)
 

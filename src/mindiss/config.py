@@ -33,6 +33,20 @@ def _nonneg(v):
     return v >= 0
 
 
+def _device_ok(name: str) -> bool:
+    import torch
+
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        return False
+    if dev.type == "cpu":
+        return True
+    if dev.type == "cuda":
+        return torch.cuda.is_available() and (dev.index or 0) < torch.cuda.device_count()
+    return False
+
+
 SCHEDULE_KINDS = ("optimal", "continuous", "smoothed", "prepared", "constant", "linear", "cosine",
                   "exponential", "step")
 
@@ -40,7 +54,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "energy": {
         "kind": Key("harmonic", "str", "harmonic (E = |x - theta|^2 / 2s, centre learned) or gaussian "
                     "(centre and variance learned)", choices=("harmonic", "gaussian")),
-        "dim": Key(1, "int", "dimension d of x", _pos, "a positive integer"),
+        "dim": Key(1, "int", "dimension d of x", lambda v: 0 < v <= 10_000, "an integer in [1, 10000]"),
         "variance": Key(1.0, "float", "harmonic: the fixed variance s", _pos, "a positive number"),
         "theta0": Key(0.0, "floats", "harmonic: initial centre theta_0 (number or list of d numbers)"),
         "mean0": Key(0.0, "floats", "gaussian: initial centre"),
@@ -70,19 +84,25 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "dynamics": {
         "mobility": Key(1.0, "float", "chain mobility mu", _pos, "a positive number"),
         "duration": Key(1.0, "float", "training duration T", _pos, "a positive number"),
-        "n_steps": Key(1000, "int", "interior updates n (n + 2 updates with the impulses)", _pos, "a positive integer"),
+        "n_steps": Key(1000, "int", "interior updates n (n + 2 updates with the impulses)",
+                       lambda v: 0 < v <= 100_000_000, "an integer in [1, 1e8]"),
         "sampler": Key("exact", "str", "chain move", choices=("exact", "euler", "mala")),
         "backend": Key("particles", "str", "simulated chains or the exact N -> infinity moments",
                        choices=("particles", "moments")),
-        "n_chains": Key(100_000, "int", "chains per replica", _pos, "a positive integer"),
-        "n_replicas": Key(4, "int", "independent replicas (errors); moments uses 1", _pos, "a positive integer"),
+        "n_chains": Key(100_000, "int", "chains per replica", lambda v: 0 < v <= 100_000_000,
+                        "an integer in [1, 1e8]"),
+        "n_replicas": Key(4, "int", "independent replicas (errors); moments uses 1", lambda v: 0 < v <= 10_000,
+                          "an integer in [1, 10000]"),
         "seed": Key(0, "int", "seed of every generator", _nonneg, "a non-negative integer"),
-        "device": Key("cpu", "str", "torch device"),
+        "device": Key("cpu", "str", "torch device (cpu, cuda, cuda:1, ...)", lambda v: _device_ok(v),
+                      "an available torch device"),
         "dtype": Key("float32", "str", "chain dtype (theta and ledger are float64)", choices=("float32", "float64")),
     },
     "output": {
         "temperature_kelvin": Key(300.0, "float", "temperature for energy_joules", _pos, "a positive number"),
         "record_every": Key(1, "int", "history row every this many updates", _pos, "a positive integer"),
+        "checkpoint_every": Key(100, "int", "with --out: checkpoint every this many updates (0: only at "
+                                "replica ends and on SIGINT/SIGTERM)", _nonneg, "a non-negative integer"),
     },
 }
 
@@ -237,4 +257,5 @@ def build(cfg: dict) -> dict:
                 n_replicas=1 if backend == "moments" else dyn["n_replicas"], sampler=dyn["sampler"],
                 backend=backend, seed=dyn["seed"], dtype=dyn["dtype"], device=dyn["device"],
                 chains=chains, data_term=d["term"], record_every=out["record_every"],
+                checkpoint_every=out["checkpoint_every"],
                 temperature_kelvin=out["temperature_kelvin"])

@@ -35,6 +35,13 @@ class Sampler:
     def step(self, energy, theta, x, *, dt: float, mobility: float, gen: torch.Generator):
         raise NotImplementedError
 
+    def state_dict(self) -> dict:
+        """Counters that a resumed run must continue from (the noise buffer is scratch)."""
+        return {}
+
+    def load_state_dict(self, sd: dict) -> None:
+        pass
+
 
 class ExactOU(Sampler):
     """Exact Ornstein-Uhlenbeck transition for diagonal quadratic energies.
@@ -95,6 +102,12 @@ class MALA(Sampler):
         super().__init__()
         self.n_accepted = 0
         self.n_proposed = 0
+
+    def state_dict(self):
+        return {"n_accepted": self.n_accepted, "n_proposed": self.n_proposed}
+
+    def load_state_dict(self, sd):
+        self.n_accepted, self.n_proposed = int(sd["n_accepted"]), int(sd["n_proposed"])
 
     @property
     def acceptance_rate(self) -> float:

@@ -237,19 +237,35 @@ def _divergence_cause(sampler, energy, dt, mobility) -> str:
     return "the learning rate or chain step is too large for this energy"
 
 
+class Interrupted(KeyboardInterrupt):
+    """A run stopped on request (SIGINT/SIGTERM) after saving its checkpoint."""
+
+    def __init__(self, update: int, checkpoint):
+        self.update, self.checkpoint = update, checkpoint
+        where = f"; checkpoint saved to {checkpoint}" if checkpoint else ""
+        super().__init__(f"interrupted at update {update}{where}")
+
+
 def train(energy: Energy, data, *, schedule, theta0, mobility: float = 1.0, duration: float | None = None,
           n_steps: int = 1000, n_chains: int = 100_000, n_replicas: int | None = None,
           sampler="exact", backend: str = "particles", seed: int = 0, dtype=torch.float32,
           device="cpu", chains=None, data_term: str = "moments", record_every: int = 1,
           temperature_kelvin: float = 300.0, observers: Sequence[Callable] = (),
-          progress: bool = False, keep_chains: bool = False) -> TrainResult:
+          progress: bool = False, keep_chains: bool = False, checkpoint=None,
+          checkpoint_every: int = 0, resume: bool = False,
+          stop: Callable[[], bool] | None = None, on_start: Callable[[], None] | None = None) -> TrainResult:
     """Persistent-chain training of ``energy`` on ``data`` with a learning-rate ``schedule``.
 
     dx = -mu grad_x E dt + sqrt(2 mu) dW between updates; theta_new = theta - lr_k g_hat.
     ``chains``: None (exact equilibrium of p_theta0), a tensor of states (particles), or
     (mean, variance) of a Gaussian start. ``n_replicas`` independent runs give the errors
     (default 4 for particles, 1 for moments). ``observers`` are called as
-    ``obs(update, theta, chains)`` after every update.
+    ``obs(update, theta, chains)`` after every update of replica 0.
+
+    ``checkpoint``: a file written every ``checkpoint_every`` updates, after each replica and when
+    ``stop()`` turns true (then ``Interrupted`` is raised); ``resume=True`` continues from it and
+    gives a result bit-identical to an uninterrupted run. ``on_start()`` is called once every input
+    has been validated, before the first update (so callers can create output only for valid runs).
     """
     mobility = require_positive("mobility", mobility)
     temperature_kelvin = require_positive("temperature_kelvin", temperature_kelvin)
@@ -264,6 +280,10 @@ def train(energy: Energy, data, *, schedule, theta0, mobility: float = 1.0, dura
     if n_replicas is None:
         n_replicas = 1 if backend == "moments" else 4
     n_replicas = require_positive_int("n_replicas", n_replicas)
+    if checkpoint_every and not checkpoint:
+        raise InputError("checkpoint_every needs a checkpoint path")
+    if resume and not checkpoint:
+        raise InputError("resume needs a checkpoint path")
     dtype = {"float32": torch.float32, "float64": torch.float64}.get(dtype, dtype)
     if dtype not in (torch.float32, torch.float64):
         raise InputError(f"dtype must be float32 or float64, got {dtype!r}")
@@ -275,20 +295,41 @@ def train(energy: Energy, data, *, schedule, theta0, mobility: float = 1.0, dura
     if path is not None and path.shape != (len(dts) + 1, energy.n_params):
         raise InputError(f"protocol thetas must have shape ({len(dts) + 1}, {energy.n_params}), got {path.shape}")
     n_updates = len(dts)
+    total_time = schedule.duration if isinstance(schedule, Schedule) else float(np.sum(dts))
+
+    from . import checkpoint as _ck
+
+    fp = _ck.fingerprint(repr(energy), dataset.mean, dataset.variance,
+                         dataset.samples if dataset.samples is not None else None, lrs, dts, path,
+                         theta_start, mobility, n_chains, n_replicas, sampler_obj.name, backend, seed,
+                         str(dtype), str(device), _chains_key(chains), data_term, record_every, keep_chains)
+    ck = _ck.load(checkpoint, fp) if resume else None
+    if on_start is not None:
+        on_start()
+    summaries = list(ck["completed"]) if ck else []
+    if ck:
+        sampler_obj.load_state_dict(ck["sampler"])
 
     bar = None
     if progress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         bar = Progress(TextColumn("[bold]train[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("{task.fields[rate]} upd/s"),
+                       TextColumn("W_ex {task.fields[excess]}  L {task.fields[loss]}"),
                        TimeRemainingColumn(), transient=True)
         bar.start()
-        task = bar.add_task(f"{backend}/{sampler_obj.name}", total=n_replicas * n_updates)
+        task = bar.add_task(f"{backend}/{sampler_obj.name}", total=n_replicas * n_updates,
+                            completed=len(summaries) * n_updates, rate="-", excess="-", loss="-")
 
-    runs = []
+    def save(run):
+        _ck.save(checkpoint, {"completed": summaries, "run": None if run is None else run.state_dict(),
+                              "sampler": sampler_obj.state_dict()}, fp)
+
     try:
         for replica, (chain_seed, data_seed) in enumerate(_seeds(seed, n_replicas)):
-            gen = torch.Generator(device=device).manual_seed(chain_seed)
+            if replica < len(summaries):
+                continue
             data_r = dataset
             if data_term == "samples" and dataset.samples is None and backend == "particles":
                 from .data import Gaussian as _G
@@ -296,18 +337,43 @@ def train(energy: Energy, data, *, schedule, theta0, mobility: float = 1.0, dura
                 dgen = torch.Generator().manual_seed(data_seed)
                 draws = _G(dataset.mean.cpu().numpy(), dataset.variance.cpu().numpy()).sample(n_chains, gen=dgen)
                 data_r = as_dataset(draws, energy.dim, device=device)
+            gen = torch.Generator(device=device).manual_seed(chain_seed)
             state = _initial_chains(backend, energy, theta_start, chains, n_chains, gen, dtype)
-            run = _run_replica(energy, data_r, state, theta_start, lrs, dts, path, mobility, sampler_obj, gen,
-                               record_every, observers if replica == 0 else (),
-                               (lambda: bar.advance(task)) if bar else None)
-            runs.append(run)
+            run = _Run(energy, data_r, state, theta_start, gen, n_updates)
+            if ck is not None and ck["run"] is not None and ck["run"]["replica"] == replica:
+                run.load_state_dict(ck["run"])
+            run.replica = replica
+            tick = None
+            if bar is not None:
+                def tick(k, row, t0=[None]):  # noqa: B006 - per-replica timer
+                    import time as _time
+
+                    now = _time.perf_counter()
+                    if t0[0] is None:
+                        t0[0] = (now, k)
+                    rate = (k - t0[0][1]) / (now - t0[0][0]) if now > t0[0][0] else 0.0
+                    bar.update(task, completed=replica * n_updates + k, rate=f"{rate:,.0f}",
+                               excess=f"{row[-3]:.4g}", loss=f"{row[-2]:.4g}")
+            _run_replica(run, lrs, dts, path, mobility, sampler_obj, record_every,
+                         observers if replica == 0 else (), tick,
+                         save if checkpoint else None, checkpoint_every, stop, checkpoint)
+            summaries.append(_finish(run, energy, keep=replica == 0, keep_chains=keep_chains))
+            if checkpoint:
+                save(None)
     finally:
         if bar:
             bar.stop()
 
-    total_time = schedule.duration if isinstance(schedule, Schedule) else float(np.sum(dts))
-    return _summarise(runs, energy, theta_start, dts, total_time, backend, sampler_obj, n_chains, mobility,
-                      temperature_kelvin, keep_chains, chains is None)
+    return _summarise(summaries, energy, theta_start, dts, total_time, backend, sampler_obj, n_chains, mobility,
+                      temperature_kelvin, chains is None)
+
+
+def _chains_key(chains):
+    if chains is None:
+        return None
+    if isinstance(chains, tuple):
+        return tuple(np.asarray(c, float).tolist() for c in chains)
+    return torch.as_tensor(chains).detach().cpu().numpy()
 
 
 def replay(energy: Energy, data, protocol: ThetaProtocol, **kwargs) -> TrainResult:
@@ -315,31 +381,50 @@ def replay(energy: Energy, data, protocol: ThetaProtocol, **kwargs) -> TrainResu
     return train(energy, data, schedule=protocol, theta0=protocol.thetas[0], **kwargs)
 
 
-def _run_replica(energy, data, state, theta, lrs, dts, path, mobility, sampler, gen, record_every,
-                 observers, tick):
-    """The canonical update loop for one replica."""
+class _Run:
+    """The mutable state of one replica: what a checkpoint saves and a resume restores."""
+
+    def __init__(self, energy, data, state, theta, gen, n_updates):
+        self.energy, self.data, self.state, self.theta, self.gen = energy, data, state, theta, gen
+        self.k = 0                                   # updates done
+        self.fe0 = _free_energy(energy, theta)
+        self.loss0 = _loss(energy, data, theta)
+        self.loss_approx = 0.0
+        self.t_now = 0.0
+        self.rows: list = []
+        self.thetas = np.empty((n_updates + 1, energy.n_params))
+        self.thetas[0] = theta.cpu().numpy()
+        self.replica = 0
+
+    def state_dict(self) -> dict:
+        return {"replica": self.replica, "k": self.k, "theta": self.theta.clone(), "chains": self.state.state_dict(),
+                "gen": self.gen.get_state(), "loss_approx": self.loss_approx, "t_now": self.t_now,
+                "rows": [list(r) for r in self.rows], "thetas": self.thetas.copy()}
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.k, self.loss_approx, self.t_now = sd["k"], sd["loss_approx"], sd["t_now"]
+        self.theta = sd["theta"].to(self.theta.device).clone()
+        self.state.load_state_dict(sd["chains"])
+        self.gen.set_state(sd["gen"])
+        self.rows = [list(r) for r in sd["rows"]]
+        self.thetas = sd["thetas"].copy()
+
+
+def _run_replica(run: _Run, lrs, dts, path, mobility, sampler, record_every, observers, tick,
+                 save, checkpoint_every, stop, checkpoint_path):
+    """The canonical update loop for one replica (continues from ``run.k``)."""
+    energy, data, state, gen = run.energy, run.data, run.state, run.gen
     n_updates = len(dts)
-    fe0 = _free_energy(energy, theta)
-    loss0 = _loss(energy, data, theta)
-    gaussian = getattr(energy, "gaussian", False)
-    if gaussian:
+    if getattr(energy, "gaussian", False):
         data_grad = lambda th: energy.expected_grad_theta(data.mean, data.variance, th)  # noqa: E731
     else:
         data_grad = lambda th: energy.mean_grad_theta(data.samples, th)  # noqa: E731
     if path is not None:
-        path_t = torch.as_tensor(path, dtype=torch.float64, device=theta.device)
-
-    d, P = energy.dim, energy.n_params
-    columns = ("update", "t", "lr", "dt", *[f"theta_{i}" for i in range(P)],
-               *[f"chain_mean_{i}" for i in range(d)], "work", "heat", "delta_free_energy",
-               "excess_work", "loss_true", "loss_approx")
-    rows = []
-    thetas = np.empty((n_updates + 1, P))
-    thetas[0] = theta.cpu().numpy()
-    t_now, loss_approx = 0.0, 0.0
+        path_t = torch.as_tensor(path, dtype=torch.float64, device=run.theta.device)
 
     def record(k, lr, dt):
-        fe = _free_energy(energy, theta) - fe0
+        theta = run.theta
+        fe = _free_energy(energy, theta) - run.fe0
         work, heat = state.mean_work(), state.mean_heat()
         if not (abs(work) < LEDGER_LIMIT and abs(heat) < LEDGER_LIMIT):
             raise DivergenceError(k, f"the ledger left the finite range (mean work {work:.3g}, mean heat "
@@ -347,11 +432,17 @@ def _run_replica(energy, data, state, theta, lrs, dts, path, mobility, sampler, 
                                   _divergence_cause(sampler, energy, dt or float(dts[max(k - 2, 0)]), mobility)
                                   if path is None and sampler.name == "euler" else
                                   "the learning rate or chain step is too large for this energy")
-        rows.append([k, t_now, lr, dt, *theta.tolist(), *state.chain_mean().tolist(), work,
-                     heat, fe, work - fe, _loss(energy, data, theta), loss0 + loss_approx])
+        run.rows.append([k, run.t_now, lr, dt, *theta.tolist(), *state.chain_mean().tolist(), work,
+                         heat, fe, work - fe, _loss(energy, data, theta), run.loss0 + run.loss_approx])
 
-    record(0, 0.0, 0.0)
-    for k in range(n_updates):
+    if run.k == 0 and not run.rows:
+        record(0, 0.0, 0.0)
+    for k in range(run.k, n_updates):
+        if stop is not None and stop():
+            if save is not None:
+                save(run)
+            raise Interrupted(k, checkpoint_path if save is not None else None)
+        theta = run.theta
         dt = float(dts[k])
         g = data_grad(theta) - state.mean_grad_theta(energy, theta)
         if not bool(torch.isfinite(g).all()):
@@ -369,23 +460,47 @@ def _run_replica(energy, data, state, theta, lrs, dts, path, mobility, sampler, 
         if msg:
             raise DivergenceError(k + 1, msg, "the learning rate is too large for this parameter")
         state.apply_update(energy, theta, theta_new)
-        loss_approx += float(torch.dot(theta_new - theta, g))
-        theta = theta_new
+        run.loss_approx += float(torch.dot(theta_new - theta, g))
+        run.theta = theta_new
         if dt > 0:
-            state.move(energy, theta, dt, mobility, sampler, gen)
-            t_now += dt
-        thetas[k + 1] = theta.cpu().numpy()
+            state.move(energy, theta_new, dt, mobility, sampler, gen)
+            run.t_now += dt
+        run.thetas[k + 1] = theta_new.cpu().numpy()
         if (k + 1) % record_every == 0 or k + 1 == n_updates:
             record(k + 1, lr, dt)
+        run.k = k + 1
         for obs in observers:
-            obs(k + 1, theta, state)
-        if tick:
-            tick()
+            obs(k + 1, theta_new, state)
+        if tick is not None and (run.k % 16 == 0 or run.k == n_updates):
+            tick(run.k, run.rows[-1])
+        if save is not None and checkpoint_every and run.k % checkpoint_every == 0 and run.k < n_updates:
+            save(run)
     if not state.finite():
         raise DivergenceError(n_updates, "chain energies are not finite", "the chain step is too large")
-    return {"state": state, "theta": theta, "loss0": loss0, "loss_approx": loss_approx, "fe0": fe0,
-            "history": History(columns, np.asarray(rows, dtype=float)), "thetas": thetas,
-            "data": data}
+
+
+def _finish(run: _Run, energy, keep: bool, keep_chains: bool) -> dict:
+    """The compact summary of a finished replica (all that the result needs)."""
+    st, theta = run.state, run.theta
+    moments = isinstance(st, GaussianMoments)
+    out = {"work": st.mean_work(), "delta_free_energy": _free_energy(energy, theta) - run.fe0,
+           "loss0": run.loss0, "loss_true_change": _loss(energy, run.data, theta) - run.loss0,
+           "loss_approx_change": run.loss_approx, "first_law": st.first_law_residual(energy, theta),
+           "theta_final": theta.cpu().numpy().copy(), "moments": moments}
+    if keep:
+        out.update(history=History(_columns(energy), np.asarray(run.rows, dtype=float)), thetas=run.thetas,
+                   kl_initial=st.kl_initial if moments else None,
+                   kl_final=energy.kl(st.mean, st.var, theta) if moments else None,
+                   entropy_production=st.entropy_production if moments else None,
+                   chain_work=st.work.cpu().numpy().copy() if keep_chains and not moments else None,
+                   final_chains=st.x.cpu().clone() if keep_chains and not moments else None)
+    return out
+
+
+def _columns(energy) -> tuple:
+    return ("update", "t", "lr", "dt", *[f"theta_{i}" for i in range(energy.n_params)],
+            *[f"chain_mean_{i}" for i in range(energy.dim)], "work", "heat", "delta_free_energy",
+            "excess_work", "loss_true", "loss_approx")
 
 
 def _mean_se(values):
@@ -416,24 +531,19 @@ def _notes(energy, sampler, dts, mobility, n_replicas, deterministic) -> list:
 
 
 def _summarise(runs, energy, theta0, dts, total_time, backend, sampler, n_chains, mobility, temperature_kelvin,
-               keep_chains, equilibrium_start) -> TrainResult:
-    works, excess, dfe, dl_true, dl_approx, ident, first_law, finals = [], [], [], [], [], [], [], []
-    for r in runs:
-        st, theta = r["state"], r["theta"]
-        w = st.mean_work()
-        fe = _free_energy(energy, theta) - r["fe0"]
-        works.append(w); dfe.append(fe); excess.append(w - fe)
-        dl_true.append(_loss(energy, r["data"], theta) - r["loss0"])
-        dl_approx.append(r["loss_approx"])
-        ident.append(abs(dl_true[-1] - dl_approx[-1] - excess[-1]))
-        first_law.append(st.first_law_residual(energy, theta))
-        finals.append(theta.cpu().numpy())
+               equilibrium_start) -> TrainResult:
+    works = [r["work"] for r in runs]
+    dfe = [r["delta_free_energy"] for r in runs]
+    excess = [w - f for w, f in zip(works, dfe)]
+    dl_true = [r["loss_true_change"] for r in runs]
+    dl_approx = [r["loss_approx_change"] for r in runs]
+    ident = [abs(a - b - e) for a, b, e in zip(dl_true, dl_approx, excess)]
     deterministic = backend == "moments"
     work, work_se = _mean_se(works)
     ex, ex_se = _mean_se(excess)
     if deterministic:
         work_se = ex_se = 0.0
-    finals = np.asarray(finals)
+    finals = np.asarray([r["theta_final"] for r in runs])
     theta_final = finals.mean(axis=0)
     theta_final_se = (finals.std(axis=0, ddof=1) / math.sqrt(len(finals)) if len(finals) > 1
                       else np.full(finals.shape[1], 0.0 if deterministic else math.nan))
@@ -442,8 +552,6 @@ def _summarise(runs, energy, theta0, dts, total_time, backend, sampler, n_chains
         bound = _bounds.harmonic(energy.variance, mobility, total_time,
                                  theta0.cpu().numpy(), theta_final).excess_work
     r0 = runs[0]
-    st0 = r0["state"]
-    moments = isinstance(st0, GaussianMoments)
     return TrainResult(
         work=work, work_se=work_se, excess_work=ex, excess_work_se=ex_se,
         delta_free_energy=float(np.mean(dfe)), loss_true_change=float(np.mean(dl_true)),
@@ -451,16 +559,13 @@ def _summarise(runs, energy, theta0, dts, total_time, backend, sampler, n_chains
         final_loss=float(np.mean([r["loss0"] for r in runs]) + np.mean(dl_true)),
         theta0=theta0.cpu().tolist(), theta_final=theta_final.tolist(),
         theta_final_se=theta_final_se.tolist(), n_updates=len(dts),
-        n_chains=math.inf if moments else n_chains, n_replicas=len(runs), backend=backend,
+        n_chains=math.inf if r0["moments"] else n_chains, n_replicas=len(runs), backend=backend,
         sampler=sampler.name, duration=total_time, bound=bound,
-        identity1_residual=float(max(ident)), first_law_residual=float(max(first_law)),
-        kl_initial=st0.kl_initial if moments else None,
-        kl_final=energy.kl(st0.mean, st0.var, r0["theta"]) if moments else None,
-        entropy_production=st0.entropy_production if moments else None,
+        identity1_residual=float(max(ident)), first_law_residual=float(max(r["first_law"] for r in runs)),
+        kl_initial=r0["kl_initial"], kl_final=r0["kl_final"], entropy_production=r0["entropy_production"],
         acceptance_rate=sampler.acceptance_rate if sampler.name == "mala" else None,
         replica_excess_work=[float(e) for e in excess], replica_theta_final=finals.tolist(),
-        notes=_notes(energy, sampler, dts, mobility, len(runs), deterministic), history=r0["history"], thetas=r0["thetas"],
-        dts=np.asarray(dts, float), temperature_kelvin=temperature_kelvin,
-        chain_work=st0.work.cpu().numpy() if keep_chains and not moments else None,
-        final_chains=st0.x.cpu() if keep_chains and not moments else None,
+        notes=_notes(energy, sampler, dts, mobility, len(runs), deterministic), history=r0["history"],
+        thetas=r0["thetas"], dts=np.asarray(dts, float), temperature_kelvin=temperature_kelvin,
+        chain_work=r0["chain_work"], final_chains=r0["final_chains"],
     )
