@@ -63,6 +63,18 @@ def harmonic(variance: float, mobility: float, duration: float, theta0=None, tar
         raise InputError(f"theta0 {th0.tolist()} and target {xbar.tolist()} must have the same length")
     if not (np.all(np.isfinite(th0)) and np.all(np.isfinite(xbar))):
         raise InputError("theta0 and target must be finite")
+    try:
+        with np.errstate(over="raise", divide="raise", invalid="raise"):
+            b = _harmonic(s, mu, T, th0, xbar)
+    except (ZeroDivisionError, OverflowError, FloatingPointError):
+        b = None
+    if b is None or not all(np.all(np.isfinite(v)) for v in asdict(b).values()):
+        raise InputError("the harmonic bound overflows for these values (variance, mobility, duration, "
+                         "theta0, target are too extreme for float64)")
+    return b
+
+
+def _harmonic(s, mu, T, th0, xbar) -> HarmonicBound:
     k, tau = 1.0 / s, s / mu
     delta = xbar - th0
     d2 = float(delta @ delta)
@@ -81,6 +93,8 @@ def harmonic(variance: float, mobility: float, duration: float, theta0=None, tar
         quench_limit=k * d2 / 2.0,
         slow_limit=d2 / (mu * T),
     )
+
+
 
 
 def harmonic_excess_work(variance, mobility, duration, distance) -> float:

@@ -182,6 +182,7 @@ def train_cmd(
     except InputError as exc:
         _fail(exc, 2)
     run_dir = None
+    created = out is not None and not out.exists()
     checkpoint_every = kwargs.pop("checkpoint_every")
     if out is not None:
         run_dir = RunDir(out)
@@ -204,6 +205,10 @@ def train_cmd(
             run_dir.write_result(res)
             run_dir.log(f"finished: excess work {res.excess_work:.6g} +- {res.excess_work_se:.2g} kT")
     except InputError as exc:
+        if created and out.exists():  # bad input found late: leave nothing behind
+            import shutil
+
+            shutil.rmtree(out)
         _fail(exc, 2)
     except DivergenceError as exc:
         if run_dir is not None:

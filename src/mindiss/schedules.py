@@ -196,16 +196,20 @@ BASELINES = {"constant": constant, "linear": linear_decay, "cosine": cosine,
              "exponential": exponential, "step": step}
 
 
-def harmonic_final_error(schedule: Schedule, variance: float, mobility: float, n_steps: int) -> float:
-    """|theta_T - xbar| / |theta_0 - xbar| on the harmonic trap (exact, N -> infinity).
+def harmonic_final_error(schedule: Schedule, variance: float, mobility: float, n_steps: int,
+                         signed: bool = False) -> float:
+    """(xbar - theta_T) / (xbar - theta_0) on the harmonic trap (exact, N -> infinity); its absolute
+    value unless ``signed`` (negative: the run overshot the target).
 
     The learning dynamics are linear and homogeneous in (theta - xbar, m - xbar), so the ratio
     depends on neither target nor start.
     """
     from .moments import harmonic_discrete_path
 
-    path = harmonic_discrete_path(schedule.discretise(n_steps), variance, mobility, 0.0, 1.0)
-    return abs(1.0 - float(path["theta"][-1, 0]))
+    with np.errstate(over="ignore", invalid="ignore"):
+        path = harmonic_discrete_path(schedule.discretise(n_steps), variance, mobility, 0.0, 1.0)
+    r = 1.0 - float(path["theta"][-1, 0])
+    return r if signed else abs(r)
 
 
 def tune_scale(family: str | Callable[..., Schedule], final_error: float, *, variance: float,
@@ -214,8 +218,10 @@ def tune_scale(family: str | Callable[..., Schedule], final_error: float, *, var
     """The baseline of the given family whose scale makes |theta_T - xbar| / |theta_0 - xbar| equal
     ``final_error`` (harmonic trap), so schedules can be compared at equal final error.
 
-    Takes the smallest such scale (the final error first falls monotonically with the scale;
-    large scales may overshoot and oscillate).
+    Takes the smallest scale at which the signed remaining fraction (xbar - theta_T)/(xbar - theta_0)
+    falls through ``final_error`` (a root of a continuous function, bracketed on a log grid and
+    refined by Brent's method). Where even that scale overshoots elsewhere it is still the
+    undershooting solution, approached from below.
     """
     from scipy.optimize import brentq
 
@@ -225,13 +231,16 @@ def tune_scale(family: str | Callable[..., Schedule], final_error: float, *, var
 
     def gap(log_scale):
         sched = make(math.exp(log_scale), duration, **kwargs)
-        return math.log(harmonic_final_error(sched, variance, mobility, n_steps)) - math.log(final_error)
+        r = harmonic_final_error(sched, variance, mobility, n_steps, signed=True)
+        return r - final_error if math.isfinite(r) else -math.inf
 
-    grid = np.linspace(math.log(bracket[0]), math.log(bracket[1]), 121)
+    grid = np.linspace(math.log(bracket[0]), math.log(bracket[1]), 241)
     prev = gap(grid[0])
     for lo, hi in zip(grid[:-1], grid[1:]):
         cur = gap(hi)
         if prev > 0 >= cur:
+            if not math.isfinite(cur):
+                break
             return make(math.exp(brentq(gap, lo, hi, xtol=1e-14, rtol=1e-13)), duration, **kwargs)
         prev = cur
     raise InputError(f"no scale in {bracket} brings the {getattr(make, '__name__', family)} schedule "

@@ -289,6 +289,10 @@ def train(energy: Energy, data, *, schedule, theta0, mobility: float = 1.0, dura
         raise InputError(f"dtype must be float32 or float64, got {dtype!r}")
     sampler_obj = make_sampler(sampler)
     sampler_obj.check(energy)
+    if backend == "moments" and sampler_obj.name not in ("exact", "euler"):
+        raise InputError(f"backend 'moments' supports samplers 'exact' and 'euler', not {sampler_obj.name!r}")
+    if backend == "moments" and not getattr(energy, "gaussian", False):
+        raise InputError(f"backend 'moments' needs a quadratic energy, not {type(energy).__name__}")
     theta_start = _as_theta(theta0, energy, device)
     dataset = as_dataset(data, energy.dim, device=device)
     lrs, dts, path = _steps(schedule, n_steps, duration)
