@@ -6,6 +6,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -79,9 +80,7 @@ def _no_partial_files(root: Path):
     assert not [p for p in root.rglob("*") if p.name.startswith(".") and p.name.endswith(".tmp")]
 
 
-@settings(max_examples=600, **SETTINGS)
-@given(text=configs())
-def test_train_configs(run_cli, text):
+def _check_train_config(run_cli, text):
     root = Path(tempfile.mkdtemp())
     try:
         (root / "c.toml").write_text(text)
@@ -101,11 +100,24 @@ def test_train_configs(run_cli, text):
         shutil.rmtree(root)
 
 
+@settings(max_examples=300, **SETTINGS)
+@given(text=configs())
+def test_train_configs(run_cli, text):
+    _check_train_config(run_cli, text)
+
+
+@pytest.mark.slow
+@settings(max_examples=1000, **{**SETTINGS, "derandomize": False})
+@given(text=configs())
+def test_train_configs_many(run_cli, text):
+    _check_train_config(run_cli, text)
+
+
 arg = st.one_of(st.floats(-5, 5).map(repr), st.integers(-3, 50).map(str), st.text(max_size=5),
                 st.sampled_from(["nan", "inf", "-inf", "1,2", "0", "1e-300", "1e300", "", "1,,2"]))
 
 
-@settings(max_examples=250, **SETTINGS)
+@settings(max_examples=450, **SETTINGS)
 @given(v=arg, m=arg, d=arg, a=arg, b=arg, temp=arg)
 def test_bound_cli(run_cli, v, m, d, a, b, temp):
     code, out, err = run_cli("bound", "harmonic", "--variance", v, "--mobility", m, "--duration", d,
@@ -118,7 +130,7 @@ def test_bound_cli(run_cli, v, m, d, a, b, temp):
         assert out == "" and err
 
 
-@settings(max_examples=200, **SETTINGS)
+@settings(max_examples=300, **SETTINGS)
 @given(v=arg, m=arg, d=arg, steps=st.one_of(st.integers(-2, 60).map(str), st.text(max_size=3)),
        with_path=st.booleans(), a=arg, b=arg, fmt=st.sampled_from(["csv", "json", "xml"]))
 def test_schedule_cli(run_cli, v, m, d, steps, with_path, a, b, fmt):
