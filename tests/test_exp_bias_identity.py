@@ -14,14 +14,13 @@ def result():
 
 
 def _rows(result):
-    (table,) = [t for t in result.tables if t.name == "bias_identity_runs"]
-    return [dict(zip(table.columns, row)) for row in table.rows]
+    return result.table("bias_identity_runs")
 
 
 def test_every_check_passes(result):
     # per schedule: Identity 1 on both backends and particles vs moments; W* for the optimum; L_approx
     assert len(result.checks) == 3 * 3 + 1 + 1
-    failed = [(c.name, c.measured, c.reference, c.se) for c in result.checks if not c.passed]
+    failed = result.failed_checks()
     assert not failed, failed
     assert {c.mode for c in result.checks} == {"abs", "se", "rel", "le"}
     for c in result.checks:

@@ -12,8 +12,7 @@ def result():
 
 
 def _rows(result):
-    (table,) = [t for t in result.tables if t.name == "dissipation_split_schedules"]
-    return {row[0]: dict(zip(table.columns, row)) for row in table.rows}
+    return result.table("dissipation_split_schedules", key="schedule")
 
 
 def test_every_check_passes(result):
@@ -21,7 +20,7 @@ def test_every_check_passes(result):
     assert len(result.data["runs"]) == n_sched
     # per schedule: Identity 2, EP >= 0, one split reference (the optimum has two: KL_T and EP)
     assert len(result.checks) == 3 * n_sched + 1
-    failed = [(c.name, c.measured, c.reference) for c in result.checks if not c.passed]
+    failed = result.failed_checks()
     assert not failed, failed
     assert {c.mode for c in result.checks} == {"abs", "ge", "rel"}
     assert not result.notes                              # every baseline reached the common final error

@@ -13,13 +13,12 @@ def result():
 
 
 def _rows(result):
-    (table,) = [t for t in result.tables if t.name == "dissipation_vs_duration"]
-    return [dict(zip(table.columns, row)) for row in table.rows]
+    return result.table("dissipation_vs_duration")
 
 
 def test_every_check_passes(result):
     assert result.checks
-    failed = [(c.name, c.measured, c.reference) for c in result.checks if not c.passed]
+    failed = result.failed_checks()
     assert not failed, failed
     names = " | ".join(c.name for c in result.checks)
     for key in ("optimal W_ex = W*", "quench limit", "slow limit", *exp.FAMILIES):

@@ -15,13 +15,12 @@ def result():
 
 
 def _rows(result, name):
-    (table,) = [t for t in result.tables if t.name == name]
-    return [dict(zip(table.columns, row)) for row in table.rows]
+    return result.table(name)
 
 
 def test_every_check_passes(result):
     assert result.checks
-    failed = [(c.name, c.measured, c.reference) for c in result.checks if not c.passed]
+    failed = result.failed_checks()
     assert not failed, failed
 
 

@@ -14,8 +14,7 @@ def result():
 
 
 def _rows(result):
-    (table,) = [t for t in result.tables if t.name == "work_fluctuations_summary"]
-    return {row[0]: dict(zip(table.columns, row)) for row in table.rows}
+    return result.table("work_fluctuations_summary", key="protocol")
 
 
 def test_every_check_passes(result):
@@ -23,7 +22,7 @@ def test_every_check_passes(result):
     assert "optimal" in per and len(per) >= 2                       # the optimum and at least one baseline
     assert len(result.checks) == 3 * len(per)
     assert all(c.mode == "se" and c.tolerance == 4.0 for c in result.checks)
-    failed = [(c.name, c.measured, c.reference, c.se) for c in result.checks if not c.passed]
+    failed = result.failed_checks()
     assert not failed, failed
 
 

@@ -92,6 +92,16 @@ class ExperimentResult:
     def passed(self) -> bool:
         return all(c.passed for c in self.checks)
 
+    def failed_checks(self) -> list:
+        """(name, measured, reference, se) of every failing check."""
+        return [(c.name, c.measured, c.reference, c.se) for c in self.checks if not c.passed]
+
+    def table(self, name: str, key=None):
+        """Rows of the table ``name`` as dicts; keyed by column ``key`` when given."""
+        (table,) = [t for t in self.tables if t.name == name]
+        rows = [dict(zip(table.columns, row)) for row in table.rows]
+        return {r[key]: r for r in rows} if key is not None else rows
+
 
 def _num(v):
     if v is None:
