@@ -5,7 +5,6 @@ W* = k |Delta|^2 / (2 + T/tau) (Schmiedl-Seifert), reached by ``schedules.optima
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import numpy as np

@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as _dt
 import html
 import io
-import json
 import time
 import traceback
 from pathlib import Path

@@ -14,7 +14,6 @@ Identity 1 reads  L(theta_T) - L(theta_0) - (L_approx change) = W_ex = <W> - Del
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
@@ -25,136 +24,13 @@ from .chains import GaussianMoments, ParticleChains
 from .data import as_dataset
 from .energies import Energy, HarmonicTrap
 from .errors import DivergenceError, InputError, require_positive, require_positive_int
+from .results import History, ThetaProtocol, TrainResult
 from .samplers import make_sampler
 from .schedules import DiscreteSchedule, Schedule
 
 BACKENDS = ("particles", "moments")
 #: |mean work| or |mean heat| per chain beyond this (kT) is treated as a diverged run.
 LEDGER_LIMIT = 1e12
-
-
-@dataclass(frozen=True)
-class ThetaProtocol:
-    """A prescribed parameter path: update k sets theta to ``thetas[k + 1]`` (open-loop replay).
-
-    ``thetas`` has shape (n_updates + 1, P) (row 0 is theta_0), ``dt`` the chain move after each
-    update. Replaying a training run's recorded path on fresh chains removes the feedback of the
-    chains on theta, so Jarzynski's equality holds exactly.
-    """
-
-    thetas: np.ndarray
-    dt: np.ndarray
-
-    @property
-    def n_updates(self) -> int:
-        return len(self.dt)
-
-    @property
-    def duration(self) -> float:
-        return float(np.sum(self.dt))
-
-
-@dataclass(frozen=True)
-class History:
-    """Per-update records (row 0: the initial state). Columns by name: ``history["work"]``."""
-
-    columns: tuple
-    values: np.ndarray
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        try:
-            return self.values[:, self.columns.index(name)]
-        except ValueError:
-            raise KeyError(f"no column {name!r}; columns are {self.columns}") from None
-
-    def block(self, prefix: str) -> np.ndarray:
-        """All columns named prefix_0, prefix_1, ... as an array of shape (rows, n)."""
-        idx = [i for i, c in enumerate(self.columns) if c.startswith(prefix + "_") and c[len(prefix) + 1:].isdigit()]
-        return self.values[:, idx]
-
-    def to_csv(self, path) -> None:
-        from .io import atomic_write_text
-
-        lines = [",".join(self.columns)]
-        lines += [",".join(repr(float(v)) for v in row) for row in self.values]
-        atomic_write_text(path, "\n".join(lines) + "\n")
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """Outcome of ``train``: thermodynamic ledger (kT), losses, residuals of the identities.
-
-    Monte-Carlo figures are means over independent replicas; ``*_se`` is their standard error
-    (0 for the deterministic moments backend, NaN for a single particle replica).
-    """
-
-    work: float
-    work_se: float
-    excess_work: float
-    excess_work_se: float
-    delta_free_energy: float
-    loss_true_change: float
-    loss_approx_change: float
-    final_loss: float
-    theta0: list
-    theta_final: list
-    theta_final_se: list
-    n_updates: int
-    n_chains: float
-    n_replicas: int
-    backend: str
-    sampler: str
-    duration: float
-    bound: float | None
-    identity1_residual: float       # max over replicas |(dL_true - dL_approx) - W_ex|
-    first_law_residual: float       # max over chains |Delta E - W - Q|
-    kl_initial: float | None        # moments backend: KL(rho_0 || p_theta_0)
-    kl_final: float | None          # moments backend: KL(rho_T || p_theta_T)
-    entropy_production: float | None
-    acceptance_rate: float | None   # MALA only
-    replica_excess_work: list
-    replica_theta_final: list
-    notes: list                     # caveats that qualify the figures (e.g. sampler bias)
-    history: History
-    thetas: np.ndarray              # theta after every update (row 0: theta_0), replica 0
-    dts: np.ndarray
-    temperature_kelvin: float = 300.0
-    chain_work: np.ndarray | None = field(default=None, repr=False)   # per chain, replica 0
-    final_chains: torch.Tensor | None = field(default=None, repr=False)
-
-    @property
-    def energy_joules(self) -> float:
-        """The dissipated energy W_ex k_B T in joules at ``temperature_kelvin``."""
-        return _bounds.joules(self.excess_work, self.temperature_kelvin)
-
-    @property
-    def bias(self) -> float:
-        """L(theta_T) - L_approx(T): the under-reporting of the approximate objective."""
-        return self.loss_true_change - self.loss_approx_change
-
-    def protocol(self) -> ThetaProtocol:
-        """The recorded theta path (replica 0) as a prescribed protocol for ``replay``."""
-        return ThetaProtocol(self.thetas.copy(), self.dts.copy())
-
-    def to_dict(self) -> dict:
-        keys = ["work", "work_se", "excess_work", "excess_work_se", "delta_free_energy",
-                "loss_true_change", "loss_approx_change", "final_loss", "theta0", "theta_final",
-                "n_updates", "n_chains", "n_replicas", "backend", "sampler", "duration", "bound",
-                "identity1_residual", "first_law_residual", "kl_initial", "kl_final",
-                "entropy_production", "acceptance_rate", "replica_excess_work",
-                "theta_final_se", "replica_theta_final", "notes", "temperature_kelvin"]
-        out = {k: getattr(self, k) for k in keys}
-        out["energy_joules"] = self.energy_joules
-        out["bias"] = self.bias
-
-        def clean(v):
-            if isinstance(v, float):
-                return None if not math.isfinite(v) else v
-            if isinstance(v, (list, tuple)):
-                return [clean(a) for a in v]
-            return v
-
-        return {k: clean(v) for k, v in out.items()}
 
 
 def _seeds(seed: int, n: int) -> list[tuple[int, int]]:
@@ -347,17 +223,7 @@ def train(energy: Energy, data, *, schedule, theta0, mobility: float = 1.0, dura
             if ck is not None and ck["run"] is not None and ck["run"]["replica"] == replica:
                 run.load_state_dict(ck["run"])
             run.replica = replica
-            tick = None
-            if bar is not None:
-                def tick(k, row, t0=[None]):  # noqa: B006 - per-replica timer
-                    import time as _time
-
-                    now = _time.perf_counter()
-                    if t0[0] is None:
-                        t0[0] = (now, k)
-                    rate = (k - t0[0][1]) / (now - t0[0][0]) if now > t0[0][0] else 0.0
-                    bar.update(task, completed=replica * n_updates + k, rate=f"{rate:,.0f}",
-                               excess=f"{row[-3]:.4g}", loss=f"{row[-2]:.4g}")
+            tick = _progress_tick(bar, task, replica * n_updates) if bar is not None else None
             _run_replica(run, lrs, dts, path, mobility, sampler_obj, record_every,
                          observers if replica == 0 else (), tick,
                          save if checkpoint else None, checkpoint_every, stop, checkpoint)
@@ -370,6 +236,23 @@ def train(energy: Energy, data, *, schedule, theta0, mobility: float = 1.0, dura
 
     return _summarise(summaries, energy, theta_start, dts, total_time, backend, sampler_obj, n_chains, mobility,
                       temperature_kelvin, chains is None)
+
+
+def _progress_tick(bar, task, offset):
+    """A callback updating the bar with updates/s, the current excess work and true loss."""
+    import time
+
+    start = []
+
+    def tick(k, row):
+        now = time.perf_counter()
+        if not start:
+            start.append((now, k))
+        t0, k0 = start[0]
+        rate = (k - k0) / (now - t0) if now > t0 else 0.0
+        bar.update(task, completed=offset + k, rate=f"{rate:,.0f}", excess=f"{row[-3]:.4g}", loss=f"{row[-2]:.4g}")
+
+    return tick
 
 
 def _chains_key(chains):
