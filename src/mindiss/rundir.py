@@ -51,13 +51,15 @@ class RunDir:
         fig, axes = plt.subplots(2, 2, figsize=(11, 7))
         t = h["t"]
         ax = axes[0, 0]
-        for i, col in enumerate(h.block("theta").T):
+        shown = 4  # more components would drown the panel; history.csv has them all
+        for i, col in enumerate(h.block("theta").T[:shown]):
             ax.plot(t, col, drawstyle="steps-pre", label=f"theta_{i}")
-        for i, col in enumerate(h.block("chain_mean").T):
+        for i, col in enumerate(h.block("chain_mean").T[:shown]):
             ax.plot(t, col, ls="--", label=f"chain mean {i}")
         ax.set_xlabel("t (time units of 1/mobility)")
         ax.set_ylabel("parameter / chain mean")
-        ax.set_title("theta(t) and chain mean (replica 0)")
+        ax.set_title("theta(t) and chain mean (replica 0" + (f", first {shown} components)"
+                     if h.block("theta").shape[1] > shown else ")"))
         ax.legend(fontsize=8)
         ax = axes[0, 1]
         ax.plot(h["update"][1:], h["lr"][1:], ".", ms=3)
