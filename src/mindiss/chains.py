@@ -11,6 +11,7 @@ Both backends answer the same four calls of the canonical update (design.md):
 """
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
@@ -33,10 +34,14 @@ class ParticleChains:
         if not bool(torch.isfinite(x).all()):
             raise InputError("initial chain states contain NaN or infinite values")
         self.x = x
+        # Energies that accept a float64 output buffer are evaluated in place (no allocation).
+        self._out = {name: "out" in inspect.signature(getattr(energy, name)).parameters
+                     for name in ("energy", "delta_energy")}
         self.energy_start = energy.energy(x, theta)
         self.energy_now = self.energy_start.clone()
         self.work = torch.zeros_like(self.energy_now)
         self.heat = torch.zeros_like(self.energy_now)
+        self._scratch = torch.empty_like(self.energy_now)
         self._mean: torch.Tensor | None = None
 
     @classmethod
@@ -60,14 +65,19 @@ class ParticleChains:
         return energy.mean_grad_theta(self.x, theta)
 
     def apply_update(self, energy, theta_old, theta_new) -> None:
-        w = energy.delta_energy(self.x, theta_old, theta_new)
-        self.work += w
-        self.energy_now += w
+        w = (energy.delta_energy(self.x, theta_old, theta_new, out=self._scratch) if self._out["delta_energy"]
+             else energy.delta_energy(self.x, theta_old, theta_new))
+        self.work.add_(w)
+        self.energy_now.add_(w)
 
     def move(self, energy, theta, dt, mobility, sampler: Sampler, gen) -> None:
         self.x = sampler.step(energy, theta, self.x, dt=dt, mobility=mobility, gen=gen)
-        e_new = energy.energy(self.x, theta)
-        self.heat += e_new - self.energy_now
+        e_new = (energy.energy(self.x, theta, out=self._scratch) if self._out["energy"]
+                 else energy.energy(self.x, theta))
+        diff = self.energy_now.neg_().add_(e_new)  # E(x_new) - E(x_old), in place
+        self.heat.add_(diff)
+        if e_new is self._scratch:
+            self._scratch = diff  # the old buffer becomes scratch
         self.energy_now = e_new
         self._mean = None
 
@@ -93,6 +103,7 @@ class ParticleChains:
     def load_state_dict(self, sd: dict) -> None:
         for k in self._STATE:
             setattr(self, k, sd[k].clone())
+        self._scratch = torch.empty_like(self.energy_now)
         self._mean = None
 
 

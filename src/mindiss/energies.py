@@ -31,7 +31,9 @@ class Energy:
     #: E is a diagonal quadratic form in x for every theta (exact OU moves, moments backend).
     gaussian: bool = False
 
-    def energy(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    def energy(self, x: torch.Tensor, theta: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """E_theta(x) per chain, float64, shape (N,). ``out``: an optional float64 buffer that
+        implementations may fill and return (the hot loop passes one to avoid allocations)."""
         raise NotImplementedError
 
     def grad_x(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
@@ -44,7 +46,7 @@ class Energy:
         """E_rho[d_theta E] over the rows of x, float64, shape (P,)."""
         return self.grad_theta(x, theta).mean(0)
 
-    def delta_energy(self, x, theta_old, theta_new) -> torch.Tensor:
+    def delta_energy(self, x, theta_old, theta_new, out=None) -> torch.Tensor:
         """W = E_{theta_new}(x) - E_{theta_old}(x) per chain (chains frozen), float64."""
         return self.energy(x, theta_new) - self.energy(x, theta_old)
 
@@ -78,7 +80,7 @@ class DiagonalGaussianEnergy(Energy):
     def gaussian_params(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
-    def energy(self, x, theta):
+    def energy(self, x, theta, out=None):
         c, v = self.gaussian_params(theta)
         x64 = x.to(torch.float64)
         return ((x64 - c) ** 2 / (2.0 * v)).sum(-1)
@@ -136,6 +138,7 @@ class HarmonicTrap(DiagonalGaussianEnergy):
         self.variance = require_positive("variance", variance)
         self.dim = require_positive_int("dim", dim)
         self.n_params = self.dim
+        self._variances = None  # (d,) tensor of s, made once per device
 
     def __repr__(self):
         return f"HarmonicTrap(variance={self.variance}, dim={self.dim})"
@@ -145,10 +148,19 @@ class HarmonicTrap(DiagonalGaussianEnergy):
         return 1.0 / self.variance
 
     def gaussian_params(self, theta):
-        return theta, torch.full_like(theta, self.variance)
+        v = self._variances
+        if v is None or v.device != theta.device:
+            v = self._variances = torch.full_like(theta, self.variance)
+        return theta, v
 
-    def energy(self, x, theta):
+    def free_energy(self, theta) -> float:
+        """F = -d ln(2 pi s) / 2, independent of theta."""
+        return -0.5 * self.dim * (LOG_2PI + math.log(self.variance))
+
+    def energy(self, x, theta, out=None):
         if self.dim == 1:
+            if out is not None:  # in place: no allocation in the hot loop
+                return torch.sub(x.squeeze(-1), theta, out=out).square_().mul_(0.5 / self.variance)
             return (x.to(torch.float64).squeeze(-1) - theta).square_().mul_(0.5 / self.variance)
         return ((x.to(torch.float64) - theta) ** 2).sum(-1) / (2.0 * self.variance)
 
@@ -165,10 +177,12 @@ class HarmonicTrap(DiagonalGaussianEnergy):
     def expected_grad_theta(self, mean, var, theta):
         return (theta - mean) / self.variance
 
-    def delta_energy(self, x, theta_old, theta_new):
+    def delta_energy(self, x, theta_old, theta_new, out=None):
         """W = (theta_old - theta_new) . (2x - theta_old - theta_new) / (2 s), exact difference."""
         step = (theta_old - theta_new) / (2.0 * self.variance)
         shift = theta_old + theta_new
+        if self.dim == 1 and out is not None:
+            return torch.mul(x.squeeze(-1), 2.0, out=out).sub_(shift).mul_(step)
         if self.dim == 1:
             return (x.to(torch.float64).squeeze(-1) * 2.0 - shift) * step
         return (x.to(torch.float64) * 2.0 - shift) @ step

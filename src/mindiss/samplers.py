@@ -63,12 +63,14 @@ class ExactOU(Sampler):
 
     def step(self, energy, theta, x, *, dt, mobility, gen):
         c, v = energy.gaussian_params(theta)
+        xi = self.noise(x, gen)
+        if x.shape[-1] == 1:  # scalar coefficients in plain floats: fewer kernel launches
+            cf, vf = float(c), float(v)
+            a = math.exp(-mobility * dt / vf)
+            return x.mul_(a).add_(cf * (1.0 - a)).add_(xi, alpha=math.sqrt(vf * (1.0 - a * a)))
         a = torch.exp(-mobility * dt / v)
         drift_to = (c * (1.0 - a)).to(x.dtype)
         sd = torch.sqrt(v * (1.0 - a * a)).to(x.dtype)
-        xi = self.noise(x, gen)
-        if x.shape[-1] == 1:  # scalar coefficients: fewer kernel launches
-            return x.mul_(float(a)).add_(float(drift_to)).add_(xi, alpha=float(sd))
         return x.mul_(a.to(x.dtype)).add_(drift_to).addcmul_(xi, sd)
 
 
