@@ -19,3 +19,23 @@ def run_cli():
         return res.exit_code, res.stdout, res.stderr
 
     return call
+
+
+@pytest.fixture
+def plot_axes():
+    """Plot an experiment's result headless; returns the figure's number of axes."""
+
+    def count(module, result) -> int:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
+
+        fig = module.plot(result)
+        assert isinstance(fig, Figure)
+        n = len(fig.axes)
+        plt.close(fig)
+        return n
+
+    return count

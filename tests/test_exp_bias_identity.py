@@ -82,13 +82,5 @@ def test_particles_agree_with_moments(result):
         assert 0.3 * expect < p["W_ex_se"] < 5 * expect
 
 
-def test_plot_returns_a_figure(result):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig = exp.plot(result)
-    assert isinstance(fig, matplotlib.figure.Figure)
-    assert len(fig.axes) == 4
-    plt.close(fig)
+def test_plot_returns_a_figure(result, plot_axes):
+    assert plot_axes(exp, result) == 4

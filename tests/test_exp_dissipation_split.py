@@ -68,13 +68,5 @@ def test_split_against_the_discrete_recursion(result):
         assert row["W_ex"] > row["W_star_reached_endpoint"]           # no baseline beats the bound
 
 
-def test_plot_returns_a_figure(result):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig = exp.plot(result)
-    assert isinstance(fig, matplotlib.figure.Figure)
-    assert len(fig.axes) == 3
-    plt.close(fig)
+def test_plot_returns_a_figure(result, plot_axes):
+    assert plot_axes(exp, result) == 3

@@ -66,17 +66,8 @@ def test_tuned_baseline_reaches_the_final_error_at_t_of_order_tau():
     assert err == pytest.approx(exp.FINAL_ERROR, rel=1e-10)
 
 
-def test_plot_returns_a_figure(result):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.figure import Figure
-
-    fig = exp.plot(result)
-    assert isinstance(fig, Figure)
-    assert len(fig.axes) == 2
-    plt.close(fig)
+def test_plot_returns_a_figure(result, plot_axes):
+    assert plot_axes(exp, result) == 2
 
 
 def test_numbers_are_finite(result):

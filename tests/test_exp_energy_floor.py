@@ -58,14 +58,5 @@ def test_schedules_against_the_floor(result):
         assert result.numbers[f"ratio_{fam}_T10"] > 1.2
 
 
-def test_plot_returns_a_figure(result):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.figure import Figure
-
-    fig = exp.plot(result)
-    assert isinstance(fig, Figure)
-    assert len(fig.axes) == 3
-    plt.close(fig)
+def test_plot_returns_a_figure(result, plot_axes):
+    assert plot_axes(exp, result) == 3

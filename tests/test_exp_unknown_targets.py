@@ -73,12 +73,5 @@ def test_prepared_scheme_misses_linearly_impulsive_scheme_lands(result):
     assert max(abs(r["miss_prepared"]) for r in rows) > 100 * 0.15 * dt         # a wrong guess really misses
 
 
-def test_plot_returns_a_figure(result):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig = exp.plot(result)
-    assert len(fig.axes) == 3
-    plt.close(fig)
+def test_plot_returns_a_figure(result, plot_axes):
+    assert plot_axes(exp, result) == 3

@@ -76,12 +76,5 @@ def test_pooled_work_is_gaussian_with_jarzynski(result):
         assert counts[-1] == n and est[-1] == pytest.approx(np.exp(-w).mean(), rel=1e-9)
 
 
-def test_plot_returns_a_figure(result):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig = exp.plot(result)
-    assert len(fig.axes) == 3
-    plt.close(fig)
+def test_plot_returns_a_figure(result, plot_axes):
+    assert plot_axes(exp, result) == 3
