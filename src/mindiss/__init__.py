@@ -6,6 +6,7 @@ the chains by changing theta is positive; Delta E = W + Q per chain.
 from . import bounds, data, moments, samplers, schedules
 from .chains import GaussianMoments, ParticleChains
 from .energies import Energy, Gaussian, HarmonicTrap
+from .expfamily import ExpFamily
 from .errors import DivergenceError, InputError, MindissError
 from .samplers import MALA, EulerMaruyama, ExactOU
 from .train import History, Interrupted, ThetaProtocol, TrainResult, replay, train
@@ -14,7 +15,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "bounds", "data", "moments", "samplers", "schedules",
-    "Energy", "HarmonicTrap", "Gaussian", "ParticleChains", "GaussianMoments",
+    "Energy", "HarmonicTrap", "Gaussian", "ExpFamily", "ParticleChains", "GaussianMoments",
     "ExactOU", "EulerMaruyama", "MALA", "train", "Interrupted", "replay", "TrainResult", "History", "ThetaProtocol",
     "InputError", "DivergenceError", "MindissError", "__version__",
 ]

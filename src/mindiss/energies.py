@@ -263,3 +263,4 @@ class Gaussian(DiagonalGaussianEnergy):
         out[idx, idx + d] = out[idx + d, idx] = -a * s
         out[idx + d, idx + d] = 0.5 * s**2 + a**2 * s
         return out
+
