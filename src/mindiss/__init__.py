@@ -3,7 +3,7 @@
 Conventions: kT = 1, energies in kT; Langevin dx = -mu grad_x E dt + sqrt(2 mu) dW; work done on
 the chains by changing theta is positive; Delta E = W + Q per chain.
 """
-from . import bounds, data, moments, samplers, schedules
+from . import bounds, data, moments, preconditioners, samplers, schedules
 from .chains import GaussianMoments, ParticleChains
 from .energies import Energy, Gaussian, HarmonicTrap
 from .expfamily import ExpFamily
@@ -14,7 +14,7 @@ from .train import History, Interrupted, ThetaProtocol, TrainResult, replay, tra
 __version__ = "0.1.0"
 
 __all__ = [
-    "bounds", "data", "moments", "samplers", "schedules",
+    "bounds", "data", "moments", "preconditioners", "samplers", "schedules",
     "Energy", "HarmonicTrap", "Gaussian", "ExpFamily", "ParticleChains", "GaussianMoments",
     "ExactOU", "EulerMaruyama", "MALA", "train", "Interrupted", "replay", "TrainResult", "History", "ThetaProtocol",
     "InputError", "DivergenceError", "MindissError", "__version__",

@@ -64,6 +64,20 @@ class ParticleChains:
             return energy.expected_grad_theta(self.chain_mean(), None, theta)
         return energy.mean_grad_theta(self.x, theta)
 
+    def grad_theta_stats(self, energy, theta, needs: str, rows: int = 0, gen=None):
+        """d_theta E statistics for a preconditioner: the mean over all chains plus per-chain
+        gradients of all chains ("samples") or of a random subsample of ``rows`` ("subsample")."""
+        from .preconditioners import GradStats
+
+        if needs == "samples" or (needs == "subsample" and rows >= self.n_chains):
+            g = energy.grad_theta(self.x, theta).to(torch.float64)
+            return GradStats(g.mean(0), samples=g)
+        mean = self.mean_grad_theta(energy, theta)
+        if needs == "subsample":
+            idx = torch.randperm(self.n_chains, generator=gen, device=gen.device)[:rows].to(self.x.device)
+            return GradStats(mean, samples=energy.grad_theta(self.x[idx], theta).to(torch.float64))
+        return GradStats(mean)
+
     def apply_update(self, energy, theta_old, theta_new) -> None:
         w = (energy.delta_energy(self.x, theta_old, theta_new, out=self._scratch) if self._out["delta_energy"]
              else energy.delta_energy(self.x, theta_old, theta_new))
@@ -141,6 +155,13 @@ class GaussianMoments:
 
     def mean_grad_theta(self, energy, theta):
         return energy.expected_grad_theta(self.mean, self.var, theta)
+
+    def grad_theta_stats(self, energy, theta, needs: str, rows: int = 0, gen=None):
+        """The exact mean and covariance of d_theta E under N(mean, var) (no sampling)."""
+        from .preconditioners import GradStats
+
+        return GradStats(energy.expected_grad_theta(self.mean, self.var, theta),
+                         cov=energy.cov_grad_theta(self.mean, self.var, theta))
 
     def apply_update(self, energy, theta_old, theta_new) -> None:
         self.work += energy.expected_delta_energy(self.mean, self.var, theta_old, theta_new)

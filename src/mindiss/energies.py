@@ -195,6 +195,11 @@ class HarmonicTrap(DiagonalGaussianEnergy):
     def fisher(self, theta):
         return torch.eye(self.dim, dtype=torch.float64, device=theta.device) / self.variance
 
+    def cov_grad_theta(self, mean, var, theta):
+        """Cov_{N(m, var)}[d_theta E] = diag(var) / s^2."""
+        return torch.diag(torch.as_tensor(var, dtype=torch.float64, device=theta.device).reshape(self.dim)
+                          / self.variance**2)
+
 
 class Gaussian(DiagonalGaussianEnergy):
     """E_theta(x) = sum_j (x_j - a_j)^2 / (2 s_j), centre a and variance s both learned.
@@ -253,6 +258,18 @@ class Gaussian(DiagonalGaussianEnergy):
     def expected_grad_theta(self, mean, var, theta):
         a, _ = self.gaussian_params(theta)
         return torch.cat([a - mean, 0.5 * (var + mean**2 - a**2)])
+
+    def cov_grad_theta(self, mean, var, theta):
+        """Cov_{N(m, v)}[(-x, x^2/2)] per dimension: [[v, -m v], [-m v, m^2 v + v^2/2]]."""
+        d = self.dim
+        m = torch.as_tensor(mean, dtype=torch.float64, device=theta.device).reshape(d)
+        v = torch.as_tensor(var, dtype=torch.float64, device=theta.device).reshape(d)
+        out = torch.zeros(2 * d, 2 * d, dtype=torch.float64, device=theta.device)
+        idx = torch.arange(d, device=theta.device)
+        out[idx, idx] = v
+        out[idx, idx + d] = out[idx + d, idx] = -m * v
+        out[idx + d, idx + d] = m**2 * v + 0.5 * v**2
+        return out
 
     def fisher(self, theta):
         a, s = self.gaussian_params(theta)

@@ -145,6 +145,39 @@ class FokkerPlanck1D:
         w = torch.as_tensor(self.rho, dtype=torch.float64, device=g.device)
         return w @ g.reshape(len(self.rho), -1)
 
+    def grad_theta_stats(self, energy, theta, needs: str = "cov", rows: int = 0, gen=None):
+        """The exact mean and covariance of d_theta E under the grid density."""
+        from .preconditioners import GradStats
+
+        g = energy.grad_theta(self._xg, theta).to(torch.float64).reshape(len(self.rho), -1)
+        w = torch.as_tensor(self.rho, dtype=torch.float64, device=g.device)
+        mean = w @ g
+        c = g - mean
+        return GradStats(mean, cov=(c * w[:, None]).T @ c)
+
+    def friction_exact(self, energy, theta, mobility: float) -> dict:
+        """zeta_ij = int_0^inf <dE_i(x_t) dE_j(x_0)>_eq dt = sum_x pi f_i [(-Q^T)^-1 f_j] exactly on
+        the grid (f = d_theta E centred under pi, Q the SQRA generator), with the grid Fisher."""
+        from scipy.sparse.linalg import spsolve
+
+        e = self._energy(energy, theta)
+        pi = np.exp(-e - logsumexp(-e))
+        f = energy.grad_theta(self._xg, theta).to(torch.float64).reshape(len(pi), -1).cpu().numpy()
+        f = f - pi @ f
+        A = (-self.generator(energy, theta, mobility).T).tolil()
+        # -Q^T is singular (constants); pin u_0 = 0: the dropped equation is implied by the others.
+        A[0, :] = 0.0
+        A[0, 0] = 1.0
+        rhs = f.copy()
+        rhs[0] = 0.0
+        u = spsolve(A.tocsc(), rhs).reshape(len(pi), -1)
+        zeta = (f * pi[:, None]).T @ u
+        zeta = 0.5 * (zeta + zeta.T)
+        fisher = (f * pi[:, None]).T @ f
+        dev = self._device
+        return {"friction": torch.as_tensor(zeta, dtype=torch.float64, device=dev),
+                "fisher": torch.as_tensor(fisher, dtype=torch.float64, device=dev)}
+
     def apply_update(self, energy, theta_old, theta_new) -> None:
         """work += sum_i rho_i (E_new(x_i) - E_old(x_i)), chains frozen (the energy's exact
         difference ``delta_energy`` where it has one)."""

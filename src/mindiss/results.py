@@ -98,6 +98,8 @@ class TrainResult:
     dts: np.ndarray
     temperature_kelvin: float = 300.0
     chain_work: np.ndarray | None = field(default=None, repr=False)   # per chain, replica 0
+    preconditioner: dict | None = None   # the learning-rate matrix used (damping, window, ...), replica 0
+    tau_estimates: list = field(default_factory=list)   # relaxation times the schedule used, replica 0
     final_chains: torch.Tensor | None = field(default=None, repr=False)
 
     @property
@@ -120,7 +122,8 @@ class TrainResult:
                 "n_updates", "n_chains", "n_replicas", "backend", "sampler", "duration", "bound",
                 "identity1_residual", "first_law_residual", "kl_initial", "kl_final",
                 "entropy_production", "acceptance_rate", "replica_excess_work",
-                "theta_final_se", "replica_theta_final", "notes", "temperature_kelvin"]
+                "theta_final_se", "replica_theta_final", "notes", "temperature_kelvin",
+                "preconditioner", "tau_estimates"]
         out = {k: getattr(self, k) for k in keys}
         out["energy_joules"] = self.energy_joules
         out["bias"] = self.bias

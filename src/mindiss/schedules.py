@@ -47,6 +47,11 @@ class Schedule:
     params: dict = field(default_factory=dict)
     #: Times inside (0, T) where rate(t) is discontinuous (for adaptive ODE references).
     breakpoints: tuple = ()
+    #: Learning-rate matrix P_k applied to g_hat (``mindiss.preconditioners``); None = scalar lr.
+    preconditioner: object = None
+    #: For schedules that depend on a relaxation time tau estimated by ``train`` (tau = "auto" or
+    #: "online"): tau -> the schedule at that tau.
+    at_tau: Callable | None = field(default=None, repr=False, compare=False)
 
     def __call__(self, t):
         return self.rate(np.asarray(t, dtype=float))
@@ -54,6 +59,9 @@ class Schedule:
     def discretise(self, n_steps: int) -> DiscreteSchedule:
         """Impulse (lr = impulse_start), n updates with lr_k = rate(t_k + dt/2) dt, impulse."""
         n = require_positive_int("n_steps", n_steps)
+        if isinstance(self.params.get("tau"), str):
+            raise InputError(f"schedule {self.name!r} has tau={self.params['tau']!r}: train() estimates tau from "
+                             "the chains; call .at_tau(value) for a fixed-tau schedule")
         dt = self.duration / n
         t_start = np.arange(n) * dt
         interior = np.asarray(self.rate(t_start + 0.5 * dt), dtype=float) * dt
@@ -150,6 +158,65 @@ def prepared_chain_mean(theta0, target, variance, mobility, duration):
     s, mu, T, tau = _relaxation(variance, mobility, duration)
     theta0, target = np.asarray(theta0, float), np.asarray(target, float)
     return theta0 - tau * (target - theta0) / T
+
+
+# ---------------------------------------------------------------- learning-rate matrices
+
+def alpha(duration: float, tau: float) -> Schedule:
+    """alpha(t) = tau/(T + 2 tau) delta(t) + 1/(T - t + 2 tau) + 1/2 delta(t - T): the scalar
+    part of the minimal-dissipation learning-rate matrix eta = alpha(t) I^-1 (theory.md section
+    4); with I = 1/s and tau = s/mu it is ``optimal_harmonic`` divided by s."""
+    T = require_positive("duration", duration)
+    tau = require_positive("tau", tau)
+    return Schedule(name="alpha", duration=T, rate=lambda t: 1.0 / (T - np.asarray(t, float) + 2.0 * tau),
+                    impulse_start=tau / (T + 2.0 * tau), impulse_end=0.5, params={"tau": tau})
+
+
+def _matrix_schedule(name, duration, tau, preconditioner, tau_refresh) -> Schedule:
+    T = require_positive("duration", duration)
+    if isinstance(tau, str):
+        if tau not in ("auto", "online"):
+            raise InputError(f"tau must be a positive number, 'auto' or 'online', got {tau!r}")
+        base = Schedule(name=name, duration=T, rate=lambda t: np.full_like(np.asarray(t, float), np.nan),
+                        impulse_start=math.nan, impulse_end=0.5, preconditioner=preconditioner,
+                        params={"tau": tau, "tau_refresh": int(tau_refresh)})
+    else:
+        base = replace(alpha(T, tau), name=name, preconditioner=preconditioner)
+    return replace(base, at_tau=lambda value: replace(alpha(T, value), name=name, preconditioner=preconditioner))
+
+
+def natural_gradient(duration: float, *, tau="auto", fisher="full", tau_refresh: int = 0, **fisher_kwargs) -> Schedule:
+    """eta(t) = alpha(t) I(theta)^-1: the paper's minimal-dissipation learning-rate matrix, a
+    natural-gradient flow on the MLE objective with the rate alpha(t) (see ``alpha``).
+
+    ``fisher``: "full", "diag", "lowrank", "exact" or a ``preconditioners.Fisher``; it is estimated
+    from the persistent chains at every update. ``tau``: a number, "auto" (tau = tr(I^-1 zeta)/P,
+    exact where known, else from a pilot run on a clone of the chains at the start) or "online"
+    (re-estimated every ``tau_refresh`` updates; the remaining interior rates follow it).
+    """
+    from .preconditioners import Fisher, Preconditioner
+
+    pre = fisher if isinstance(fisher, Preconditioner) else Fisher(fisher, **fisher_kwargs)
+    if tau == "online" and tau_refresh < 1:
+        raise InputError("tau='online' needs tau_refresh >= 1 (updates between estimates)")
+    return _matrix_schedule(f"natural-gradient({pre.name})", duration, tau, pre, tau_refresh)
+
+
+def friction(duration: float, *, tau="auto", estimate: str = "pilot", refresh: int = 0, **kwargs) -> Schedule:
+    """eta(t) = alpha(t) tau zeta(theta)^-1: friction-tensor preconditioning (the Sivak-Crooks
+    metric; equal to ``natural_gradient`` for the harmonic trap, where zeta = I tau)."""
+    from .preconditioners import Friction
+
+    pre = Friction(estimate, refresh=refresh, **kwargs)
+    return _matrix_schedule(f"friction({estimate})", duration, tau, pre, 0)
+
+
+def preconditioned(schedule: Schedule, preconditioner) -> Schedule:
+    """Any scalar schedule with a learning-rate matrix P_k (e.g. SGD schedules with a Fisher)."""
+    from .preconditioners import make_preconditioner
+
+    return replace(schedule, preconditioner=make_preconditioner(preconditioner),
+                   name=f"{schedule.name}+{getattr(make_preconditioner(preconditioner), 'name', 'none')}")
 
 
 # ---------------------------------------------------------------- baselines (scale = lr per time)

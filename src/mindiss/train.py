@@ -20,15 +20,16 @@ import numpy as np
 import torch
 
 from . import bounds as _bounds
-from .chains import GaussianMoments, ParticleChains
+from . import backends as _backends
+from .backends import BACKENDS, DETERMINISTIC
 from .data import as_dataset
 from .energies import Energy, HarmonicTrap
+from .preconditioners import PreconditionContext
 from .errors import DivergenceError, InputError, require_positive, require_positive_int
 from .results import History, ThetaProtocol, TrainResult
 from .samplers import make_sampler
 from .schedules import DiscreteSchedule, Schedule
 
-BACKENDS = ("particles", "moments")
 #: |mean work| or |mean heat| per chain beyond this (kT) is treated as a diverged run.
 LEDGER_LIMIT = 1e12
 
@@ -56,6 +57,12 @@ def _as_theta(theta0, energy, device) -> torch.Tensor:
     return theta
 
 
+def _tau_mode(schedule) -> str | None:
+    """'auto' / 'online' for schedules whose rates depend on a tau that train() estimates."""
+    tau = schedule.params.get("tau") if isinstance(schedule, Schedule) else None
+    return tau if isinstance(tau, str) else None
+
+
 def _steps(schedule, n_steps, duration):
     """(per-update lr or None, per-update dt, prescribed thetas or None)."""
     if isinstance(schedule, ThetaProtocol):
@@ -63,47 +70,13 @@ def _steps(schedule, n_steps, duration):
     if isinstance(schedule, Schedule):
         if duration is not None and not math.isclose(float(duration), schedule.duration, rel_tol=1e-12):
             raise InputError(f"duration {duration} differs from the schedule's duration {schedule.duration}")
+        if _tau_mode(schedule):  # learning rates follow tau, estimated per replica: layout only here
+            d = schedule.at_tau(1.0).discretise(n_steps)
+            return np.full(len(d.dt), np.nan), np.asarray(d.dt, float), None
         schedule = schedule.discretise(n_steps)
     if not isinstance(schedule, DiscreteSchedule):
         raise InputError(f"schedule must be a Schedule, DiscreteSchedule or ThetaProtocol, got {type(schedule).__name__}")
     return np.asarray(schedule.lr, float), np.asarray(schedule.dt, float), None
-
-
-def _initial_chains(backend, energy, theta, chains, n_chains, gen, dtype):
-    if backend == "moments":
-        if chains is None:
-            return GaussianMoments.equilibrium(energy, theta)
-        if isinstance(chains, tuple) and len(chains) == 2:
-            return GaussianMoments(chains[0], chains[1], energy, theta)
-        raise InputError("backend 'moments' takes chains=(mean, variance)")
-    if chains is None:
-        return ParticleChains.equilibrium(energy, theta, n_chains, gen=gen, dtype=dtype)
-    if isinstance(chains, tuple) and len(chains) == 2:  # draw N(mean, variance) exactly
-        mean = torch.as_tensor(np.asarray(chains[0], float), dtype=torch.float64).reshape(-1).expand(energy.dim)
-        var = torch.as_tensor(np.asarray(chains[1], float), dtype=torch.float64).reshape(-1).expand(energy.dim)
-        if not bool((var > 0).all()):
-            raise InputError("chain variance must be positive")
-        z = torch.empty((n_chains, energy.dim), dtype=torch.float64).normal_(generator=gen)
-        return ParticleChains((mean + var.sqrt() * z).to(dtype).to(theta.device), energy, theta)
-    x = torch.as_tensor(chains)
-    return ParticleChains(x.to(device=theta.device, dtype=dtype).clone(), energy, theta)
-
-
-def _loss(energy, data, theta) -> float:
-    """L(theta) = E_data[E_theta] - F(theta) where it is known exactly, else NaN."""
-    if getattr(energy, "gaussian", False):
-        return energy.loss(data.mean, data.variance, theta)
-    try:
-        return float(energy.energy(data.samples, theta).mean()) - energy.free_energy(theta)
-    except NotImplementedError:
-        return math.nan
-
-
-def _free_energy(energy, theta) -> float:
-    try:
-        return energy.free_energy(theta)
-    except NotImplementedError:
-        return math.nan
 
 
 def _divergence_cause(sampler, energy, dt, mobility) -> str:
@@ -129,7 +102,8 @@ def train(energy: Energy, data, *, schedule, theta0, mobility: float = 1.0, dura
           temperature_kelvin: float = 300.0, observers: Sequence[Callable] = (),
           progress: bool = False, keep_chains: bool = False, checkpoint=None,
           checkpoint_every: int = 0, resume: bool = False,
-          stop: Callable[[], bool] | None = None, on_start: Callable[[], None] | None = None) -> TrainResult:
+          stop: Callable[[], bool] | None = None, on_start: Callable[[], None] | None = None,
+          preconditioner=None) -> TrainResult:
     """Persistent-chain training of ``energy`` on ``data`` with a learning-rate ``schedule``.
 
     dx = -mu grad_x E dt + sqrt(2 mu) dW between updates; theta_new = theta - lr_k g_hat.
@@ -142,7 +116,14 @@ def train(energy: Energy, data, *, schedule, theta0, mobility: float = 1.0, dura
     ``stop()`` turns true (then ``Interrupted`` is raised); ``resume=True`` continues from it and
     gives a result bit-identical to an uninterrupted run. ``on_start()`` is called once every input
     has been validated, before the first update (so callers can create output only for valid runs).
+
+    ``preconditioner``: a learning-rate matrix (``mindiss.preconditioners``: Fisher, Friction, Adam,
+    or a name such as "fisher-diag"); default: the schedule's own (``natural_gradient`` carries a
+    Fisher), else a scalar learning rate. ``backend="fokker_planck"`` evolves the exact density of
+    a 1-D energy on a grid (``chains``: None, a FokkerPlanck1D or {"grid": (lo, hi, n), "density": ...}).
     """
+    from .preconditioners import make_preconditioner
+
     mobility = require_positive("mobility", mobility)
     temperature_kelvin = require_positive("temperature_kelvin", temperature_kelvin)
     if duration is not None:
@@ -154,7 +135,7 @@ def train(energy: Energy, data, *, schedule, theta0, mobility: float = 1.0, dura
     n_chains = require_positive_int("n_chains", n_chains)
     record_every = require_positive_int("record_every", record_every)
     if n_replicas is None:
-        n_replicas = 1 if backend == "moments" else 4
+        n_replicas = 1 if backend in DETERMINISTIC else 4
     n_replicas = require_positive_int("n_replicas", n_replicas)
     if checkpoint_every and not checkpoint:
         raise InputError("checkpoint_every needs a checkpoint path")
@@ -169,6 +150,14 @@ def train(energy: Energy, data, *, schedule, theta0, mobility: float = 1.0, dura
         raise InputError(f"backend 'moments' supports samplers 'exact' and 'euler', not {sampler_obj.name!r}")
     if backend == "moments" and not getattr(energy, "gaussian", False):
         raise InputError(f"backend 'moments' needs a quadratic energy, not {type(energy).__name__}")
+    if backend == "fokker_planck" and sampler_obj.name == "euler":
+        raise InputError("backend 'fokker_planck' evolves the exact Langevin density: use sampler 'exact' "
+                         "(Euler-Maruyama's O(dt) bias has no grid representation)")
+    pre_proto = make_preconditioner(preconditioner if preconditioner is not None
+                                    else getattr(schedule, "preconditioner", None))
+    if pre_proto is not None and getattr(pre_proto, "kind", None) == "lowrank" and backend != "particles":
+        raise InputError("the low-rank Fisher needs per-chain gradients: use backend 'particles' "
+                         "(the exact backends give the full covariance; use fisher 'full')")
     theta_start = _as_theta(theta0, energy, device)
     dataset = as_dataset(data, energy.dim, device=device)
     lrs, dts, path = _steps(schedule, n_steps, duration)
@@ -182,7 +171,9 @@ def train(energy: Energy, data, *, schedule, theta0, mobility: float = 1.0, dura
     fp = _ck.fingerprint(repr(energy), dataset.mean, dataset.variance,
                          dataset.samples if dataset.samples is not None else None, lrs, dts, path,
                          theta_start, mobility, n_chains, n_replicas, sampler_obj.name, backend, seed,
-                         str(dtype), str(device), _chains_key(chains), data_term, record_every, keep_chains)
+                         str(dtype), str(device), _chains_key(chains), data_term, record_every, keep_chains,
+                         getattr(schedule, "name", None), repr(getattr(schedule, "params", None)),
+                         _pre_key(pre_proto))
     ck = _ck.load(checkpoint, fp) if resume else None
     if on_start is not None:
         on_start()
@@ -218,15 +209,26 @@ def train(energy: Energy, data, *, schedule, theta0, mobility: float = 1.0, dura
                 draws = _G(dataset.mean.cpu().numpy(), dataset.variance.cpu().numpy()).sample(n_chains, gen=dgen)
                 data_r = as_dataset(draws, energy.dim, device=device)
             gen = torch.Generator(device=device).manual_seed(chain_seed)
-            state = _initial_chains(backend, energy, theta_start, chains, n_chains, gen, dtype)
+            state = _backends.initial_chains(backend, energy, theta_start, chains, n_chains, gen, dtype)
             run = _Run(energy, data_r, state, theta_start, gen, n_updates)
+            run.lrs = None if lrs is None else lrs.copy()
+            if pre_proto is not None or _tau_mode(schedule):
+                pgen = torch.Generator(device=device).manual_seed((chain_seed * 7919 + 104729) % (2**63))
+                dt_int = float(np.max(dts)) if len(dts) else 0.0
+                run.ctx = PreconditionContext(energy, theta_start, state, sampler_obj, mobility, dt_int, pgen)
+                run.pre = pre_proto.fresh() if pre_proto is not None else None
+                if run.pre is not None:
+                    run.pre.start(run.ctx)
+                if _tau_mode(schedule):
+                    _retune(run, schedule, n_steps, 0)
             if ck is not None and ck["run"] is not None and ck["run"]["replica"] == replica:
                 run.load_state_dict(ck["run"])
             run.replica = replica
             tick = _progress_tick(bar, task, replica * n_updates) if bar is not None else None
-            _run_replica(run, lrs, dts, path, mobility, sampler_obj, record_every,
+            _run_replica(run, dts, path, mobility, sampler_obj, record_every,
                          observers if replica == 0 else (), tick,
-                         save if checkpoint else None, checkpoint_every, stop, checkpoint)
+                         save if checkpoint else None, checkpoint_every, stop, checkpoint,
+                         (schedule, n_steps) if _tau_mode(schedule) == "online" else None)
             summaries.append(_finish(run, energy, keep=replica == 0, keep_chains=keep_chains))
             if checkpoint:
                 save(None)
@@ -255,6 +257,20 @@ def _progress_tick(bar, task, offset):
     return tick
 
 
+def _pre_key(pre):
+    if pre is None:
+        return None
+    return (type(pre).__name__, sorted((k, repr(v)) for k, v in vars(pre).items()))
+
+
+def _retune(run, schedule, n_steps, first: int) -> None:
+    """Estimate tau at the current theta and set the learning rates of updates >= ``first``."""
+    tau, method = run.ctx.relaxation_time()
+    lr = schedule.at_tau(tau).discretise(n_steps).lr
+    run.lrs[first:] = lr[first:]
+    run.taus.append((run.k, tau, method))
+
+
 def _chains_key(chains):
     if chains is None:
         return None
@@ -274,19 +290,26 @@ class _Run:
     def __init__(self, energy, data, state, theta, gen, n_updates):
         self.energy, self.data, self.state, self.theta, self.gen = energy, data, state, theta, gen
         self.k = 0                                   # updates done
-        self.fe0 = _free_energy(energy, theta)
-        self.loss0 = _loss(energy, data, theta)
+        self.fe0 = _backends.free_energy(energy, theta, state)
+        self.loss0 = _backends.loss(energy, data, theta, state)
         self.loss_approx = 0.0
         self.t_now = 0.0
         self.rows: list = []
         self.thetas = np.empty((n_updates + 1, energy.n_params))
         self.thetas[0] = theta.cpu().numpy()
         self.replica = 0
+        self.lrs = None
+        self.pre = None           # the replica's preconditioner (learning-rate matrix)
+        self.ctx = None
+        self.taus: list = []      # (update, tau, how it was estimated)
 
     def state_dict(self) -> dict:
         return {"replica": self.replica, "k": self.k, "theta": self.theta.clone(), "chains": self.state.state_dict(),
                 "gen": self.gen.get_state(), "loss_approx": self.loss_approx, "t_now": self.t_now,
-                "rows": [list(r) for r in self.rows], "thetas": self.thetas.copy()}
+                "rows": [list(r) for r in self.rows], "thetas": self.thetas.copy(),
+                "lrs": None if self.lrs is None else self.lrs.copy(), "taus": list(self.taus),
+                "pre": None if self.pre is None else self.pre.state_dict(),
+                "pgen": None if self.ctx is None else self.ctx.gen.get_state()}
 
     def load_state_dict(self, sd: dict) -> None:
         self.k, self.loss_approx, self.t_now = sd["k"], sd["loss_approx"], sd["t_now"]
@@ -295,10 +318,17 @@ class _Run:
         self.gen.set_state(sd["gen"])
         self.rows = [list(r) for r in sd["rows"]]
         self.thetas = sd["thetas"].copy()
+        self.lrs = None if sd["lrs"] is None else sd["lrs"].copy()
+        self.taus = list(sd["taus"])
+        if self.pre is not None:
+            self.pre.load_state_dict(sd["pre"])
+        if self.ctx is not None:
+            self.ctx.gen.set_state(sd["pgen"])
+            self.ctx.theta = self.theta
 
 
-def _run_replica(run: _Run, lrs, dts, path, mobility, sampler, record_every, observers, tick,
-                 save, checkpoint_every, stop, checkpoint_path):
+def _run_replica(run: _Run, dts, path, mobility, sampler, record_every, observers, tick,
+                 save, checkpoint_every, stop, checkpoint_path, online=None):
     """The canonical update loop for one replica (continues from ``run.k``)."""
     energy, data, state, gen = run.energy, run.data, run.state, run.gen
     n_updates = len(dts)
@@ -311,7 +341,7 @@ def _run_replica(run: _Run, lrs, dts, path, mobility, sampler, record_every, obs
 
     def record(k, lr, dt):
         theta = run.theta
-        fe = _free_energy(energy, theta) - run.fe0
+        fe = _backends.free_energy(energy, theta, state) - run.fe0
         work, heat = state.mean_work(), state.mean_heat()
         if not (abs(work) < LEDGER_LIMIT and abs(heat) < LEDGER_LIMIT):
             raise DivergenceError(k, f"the ledger left the finite range (mean work {work:.3g}, mean heat "
@@ -320,7 +350,7 @@ def _run_replica(run: _Run, lrs, dts, path, mobility, sampler, record_every, obs
                                   if path is None and sampler.name == "euler" else
                                   "the learning rate or chain step is too large for this energy")
         run.rows.append([k, run.t_now, lr, dt, *theta.tolist(), *state.chain_mean().tolist(), work,
-                         heat, fe, work - fe, _loss(energy, data, theta), run.loss0 + run.loss_approx])
+                         heat, fe, work - fe, _backends.loss(energy, data, theta, state), run.loss0 + run.loss_approx])
 
     if run.k == 0 and not run.rows:
         record(0, 0.0, 0.0)
@@ -331,13 +361,28 @@ def _run_replica(run: _Run, lrs, dts, path, mobility, sampler, record_every, obs
             raise Interrupted(k, checkpoint_path if save is not None else None)
         theta = run.theta
         dt = float(dts[k])
-        g = data_grad(theta) - state.mean_grad_theta(energy, theta)
+        pre = run.pre
+        if pre is None:
+            g = data_grad(theta) - state.mean_grad_theta(energy, theta)
+        else:
+            run.ctx.theta = theta
+            stats = state.grad_theta_stats(energy, theta, pre.needs, pre.rows, run.ctx.gen)
+            g = data_grad(theta) - stats.mean
         if not bool(torch.isfinite(g).all()):
             raise DivergenceError(k + 1, "g_hat (the chain statistics) is not finite",
                                   _divergence_cause(sampler, energy, float(dts[max(k - 1, 0)]), mobility))
         if path is None:
-            lr = float(lrs[k])
-            theta_new = theta - lr * g
+            if online is not None and k > 1 and dt > 0 and (k - 1) % online[0].params["tau_refresh"] == 0:
+                run.ctx.theta = theta
+                _retune(run, online[0], online[1], k)
+            lr = float(run.lrs[k])
+            if pre is None:
+                theta_new = theta - lr * g
+            else:
+                if bool(torch.isfinite(g).all()):
+                    pre.observe(stats, run.ctx)
+                step = pre.apply(g)
+                theta_new = theta - lr * step
         else:
             lr = math.nan
             theta_new = path_t[k + 1]
@@ -369,18 +414,19 @@ def _run_replica(run: _Run, lrs, dts, path, mobility, sampler, record_every, obs
 def _finish(run: _Run, energy, keep: bool, keep_chains: bool) -> dict:
     """The compact summary of a finished replica (all that the result needs)."""
     st, theta = run.state, run.theta
-    moments = isinstance(st, GaussianMoments)
-    out = {"work": st.mean_work(), "delta_free_energy": _free_energy(energy, theta) - run.fe0,
-           "loss0": run.loss0, "loss_true_change": _loss(energy, run.data, theta) - run.loss0,
+    exact = not isinstance(getattr(st, "x", None), torch.Tensor)
+    out = {"work": st.mean_work(), "delta_free_energy": _backends.free_energy(energy, theta, st) - run.fe0,
+           "loss0": run.loss0, "loss_true_change": _backends.loss(energy, run.data, theta, st) - run.loss0,
            "loss_approx_change": run.loss_approx, "first_law": st.first_law_residual(energy, theta),
-           "theta_final": theta.cpu().numpy().copy(), "moments": moments}
+           "theta_final": theta.cpu().numpy().copy(), "moments": exact,
+           "preconditioner": None if run.pre is None else run.pre.report(),
+           "taus": [{"update": k, "tau": t, "method": m} for k, t, m in run.taus]}
     if keep:
+        kl0, kl1, ep = _backends.kl_and_entropy(st, energy, theta)
         out.update(history=History(_columns(energy), np.asarray(run.rows, dtype=float)), thetas=run.thetas,
-                   kl_initial=st.kl_initial if moments else None,
-                   kl_final=energy.kl(st.mean, st.var, theta) if moments else None,
-                   entropy_production=st.entropy_production if moments else None,
-                   chain_work=st.work.cpu().numpy().copy() if keep_chains and not moments else None,
-                   final_chains=st.x.cpu().clone() if keep_chains and not moments else None)
+                   kl_initial=kl0, kl_final=kl1, entropy_production=ep,
+                   chain_work=st.work.cpu().numpy().copy() if keep_chains and not exact else None,
+                   final_chains=st.x.cpu().clone() if keep_chains and not exact else None)
     return out
 
 
@@ -425,7 +471,7 @@ def _summarise(runs, energy, theta0, dts, total_time, backend, sampler, n_chains
     dl_true = [r["loss_true_change"] for r in runs]
     dl_approx = [r["loss_approx_change"] for r in runs]
     ident = [abs(a - b - e) for a, b, e in zip(dl_true, dl_approx, excess)]
-    deterministic = backend == "moments"
+    deterministic = backend in DETERMINISTIC
     work, work_se = _mean_se(works)
     ex, ex_se = _mean_se(excess)
     if deterministic:
@@ -455,4 +501,5 @@ def _summarise(runs, energy, theta0, dts, total_time, backend, sampler, n_chains
         notes=_notes(energy, sampler, dts, mobility, len(runs), deterministic), history=r0["history"],
         thetas=r0["thetas"], dts=np.asarray(dts, float), temperature_kelvin=temperature_kelvin,
         chain_work=r0["chain_work"], final_chains=r0["final_chains"],
+        preconditioner=r0["preconditioner"], tau_estimates=r0["taus"],
     )

@@ -1,0 +1,114 @@
+"""The three chain backends of ``train`` and how a run starts on each.
+
+* ``particles``: N simulated chains (``chains.ParticleChains``), any energy and sampler;
+* ``moments``: the exact N -> infinity Gaussian density for quadratic energies
+  (``chains.GaussianMoments``);
+* ``fokker_planck``: the exact density of any 1-D energy on a grid
+  (``fokker_planck.FokkerPlanck1D``), so W, Delta F, KL and entropy production carry no
+  Monte-Carlo noise. Free energies on this backend are the grid's, F = -ln sum_i h exp(-E_i), so
+  that Identity 2 holds exactly in discrete time (the grid's O(h^2) error is far below any
+  other in a run).
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import torch
+
+from .chains import GaussianMoments, ParticleChains
+from .errors import InputError
+
+BACKENDS = ("particles", "moments", "fokker_planck")
+DETERMINISTIC = ("moments", "fokker_planck")
+
+
+def default_grid(energy, theta) -> tuple:
+    """A grid for the Fokker-Planck backend: the quadrature interval of p_theta0 (where the
+    density has decayed by e^-60) widened by half its length on each side, h <= 0.01."""
+    interval = None
+    quad = getattr(energy, "_quadrature", None)
+    if callable(quad):
+        interval = quad(theta)[4]
+    elif getattr(energy, "gaussian", False):
+        c, v = energy.gaussian_params(theta)
+        half = 11.0 * math.sqrt(float(v[0]))
+        interval = (float(c[0]) - half, float(c[0]) + half)
+    if interval is None:
+        return (-8.0, 8.0, 1601)
+    a, b = interval
+    w = b - a
+    lo, hi = a - 0.5 * w, b + 0.5 * w
+    n = int(min(max(math.ceil((hi - lo) / 0.01) + 1, 801), 8001))
+    return (lo, hi, n)
+
+
+def initial_chains(backend, energy, theta, chains, n_chains, gen, dtype):
+    """The chain state a replica starts from (see ``train``'s ``chains`` argument)."""
+    if backend == "moments":
+        if chains is None:
+            return GaussianMoments.equilibrium(energy, theta)
+        if isinstance(chains, tuple) and len(chains) == 2:
+            return GaussianMoments(chains[0], chains[1], energy, theta)
+        raise InputError("backend 'moments' takes chains=(mean, variance)")
+    if backend == "fokker_planck":
+        from .fokker_planck import FokkerPlanck1D
+
+        if energy.dim != 1:
+            raise InputError(f"backend 'fokker_planck' needs a one-dimensional energy, not dim={energy.dim}")
+        if isinstance(chains, FokkerPlanck1D):
+            return copy.deepcopy(chains)
+        if chains is None:
+            return FokkerPlanck1D(energy, theta, grid=default_grid(energy, theta))
+        if isinstance(chains, dict):
+            unknown = set(chains) - {"grid", "density"}
+            if unknown:
+                raise InputError(f"backend 'fokker_planck' chains= keys are 'grid' and 'density', not {sorted(unknown)}")
+            return FokkerPlanck1D(energy, theta, grid=chains.get("grid") or default_grid(energy, theta),
+                                  density=chains.get("density"))
+        raise InputError("backend 'fokker_planck' takes chains=None, a FokkerPlanck1D or "
+                         "{'grid': (lo, hi, n), 'density': values}")
+    if chains is None:
+        return ParticleChains.equilibrium(energy, theta, n_chains, gen=gen, dtype=dtype)
+    if isinstance(chains, tuple) and len(chains) == 2:  # draw N(mean, variance) exactly
+        mean = torch.as_tensor(np.asarray(chains[0], float), dtype=torch.float64).reshape(-1).expand(energy.dim)
+        var = torch.as_tensor(np.asarray(chains[1], float), dtype=torch.float64).reshape(-1).expand(energy.dim)
+        if not bool((var > 0).all()):
+            raise InputError("chain variance must be positive")
+        z = torch.empty((n_chains, energy.dim), dtype=torch.float64).normal_(generator=gen)
+        return ParticleChains((mean + var.sqrt() * z).to(dtype).to(theta.device), energy, theta)
+    x = torch.as_tensor(chains)
+    return ParticleChains(x.to(device=theta.device, dtype=dtype).clone(), energy, theta)
+
+
+def free_energy(energy, theta, state=None) -> float:
+    """F(theta): the grid's on the Fokker-Planck backend, else the energy's closed form or NaN."""
+    grid_f = getattr(state, "free_energy_on_grid", None)
+    if callable(grid_f):
+        return grid_f(energy, theta)
+    try:
+        return energy.free_energy(theta)
+    except NotImplementedError:
+        return math.nan
+
+
+def loss(energy, data, theta, state=None) -> float:
+    """L(theta) = E_data[E_theta] - F(theta) where it is known exactly, else NaN."""
+    if getattr(energy, "gaussian", False) and not callable(getattr(state, "free_energy_on_grid", None)):
+        return energy.loss(data.mean, data.variance, theta)
+    if getattr(energy, "gaussian", False):
+        e_data = energy.expected_energy(data.mean, data.variance, theta)
+    else:
+        e_data = float(energy.energy(data.samples, theta).mean())
+    f = free_energy(energy, theta, state)
+    return e_data - f if math.isfinite(f) else math.nan
+
+
+def kl_and_entropy(state, energy, theta):
+    """(KL(rho_0 || p_0), KL(rho_T || p_T), entropy production) on the exact backends, else Nones."""
+    if isinstance(state, GaussianMoments):
+        return state.kl_initial, energy.kl(state.mean, state.var, theta), state.entropy_production
+    if callable(getattr(state, "free_energy_on_grid", None)):
+        return state.kl_initial, state.kl(energy, theta), state.entropy_production
+    return None, None, None

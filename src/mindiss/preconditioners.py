@@ -1,0 +1,479 @@
+"""Learning-rate matrices (theory.md section 4): theta_new = theta - lr_k P_k g_hat.
+
+Everything is estimated from the same persistent chains that give g_hat:
+
+* Fisher information  I(theta) = Cov_chains[d_theta E]  (full, diagonal, or low-rank plus
+  damping applied by conjugate gradient on the per-sample gradient matrix, never forming P x P);
+* friction tensor     zeta_ij = int_0^inf < dE_i(x_t) dE_j(x_0) >_eq dt  (integrated
+  autocorrelation along a pilot run of a clone of the chains, window chosen automatically);
+* relaxation time     tau = tr(I^-1 zeta) / P  (for the harmonic trap exactly s / mu).
+
+A preconditioner answers ``needs`` (which chain statistics it wants), ``observe(stats, ...)``
+once per update and ``apply(g)`` -> P g. Its ``report()`` goes into ``TrainResult.preconditioner``.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .errors import InputError, require_positive, require_positive_int
+
+
+@dataclass
+class GradStats:
+    """Chain statistics of d_theta E at one update.
+
+    ``mean``: E_rho[d_theta E] (P,). ``samples``: per-chain d_theta E (n, P) float64 (particles;
+    possibly a subsample), or None. ``cov``: the exact Cov_rho[d_theta E] (P, P) where the backend
+    knows the density (moments, Fokker-Planck), else None.
+    """
+
+    mean: torch.Tensor
+    samples: torch.Tensor | None = None
+    cov: torch.Tensor | None = None
+
+
+# ---------------------------------------------------------------------------- pure estimators
+
+def fisher_from_samples(samples: torch.Tensor) -> torch.Tensor:
+    """I = (1 / (n - 1)) sum_i (G_i - Gbar)(G_i - Gbar)^T for per-chain gradients G (n, P)."""
+    g = samples.to(torch.float64)
+    c = g - g.mean(0)
+    return c.T @ c / max(g.shape[0] - 1, 1)
+
+
+def conjugate_gradient(matvec, b: torch.Tensor, *, tol: float = 1e-10, max_iter: int = 500):
+    """Solve A x = b for symmetric positive definite A given only v -> A v.
+
+    Returns (x, iterations, relative residual |b - A x| / |b|)."""
+    x = torch.zeros_like(b)
+    r = b.clone()
+    p = r.clone()
+    rs = float(r @ r)
+    bnorm = math.sqrt(float(b @ b)) or 1.0
+    it = 0
+    while it < max_iter and math.sqrt(rs) > tol * bnorm:
+        ap = matvec(p)
+        alpha = rs / float(p @ ap)
+        x += alpha * p
+        r -= alpha * ap
+        rs_new = float(r @ r)
+        p = r + (rs_new / rs) * p
+        rs = rs_new
+        it += 1
+    return x, it, math.sqrt(rs) / bnorm
+
+
+def lowrank_fisher_matvec(blocks, damping: float):
+    """v -> (sum_b w_b C_b^T C_b / n_b + damping) v for centred gradient blocks C_b (n_b, P) with
+    weights w_b: the Fisher (or its moving average) applied without forming a P x P matrix."""
+
+    def matvec(v):
+        out = damping * v
+        for w, c in blocks:
+            out = out + (w / c.shape[0]) * (c.T @ (c @ v))
+        return out
+
+    return matvec
+
+
+def integrated_autocorrelation(series: torch.Tensor, dt: float, *, c: float = 5.0, max_lag: int | None = None):
+    """Friction tensor from per-chain time series of d_theta E at equilibrium.
+
+    ``series``: (T, n, P) values of d_theta E at times 0, dt, 2 dt, ... for n independent chains.
+    C(l) = < dG(t + l) dG(t)^T > (average over chains and time origins, dG = G - mean),
+    zeta = dt [C(0) / 2 + sum_{l=1}^{W} (C(l) + C(l)^T) / 2]  (trapezoid rule of the integral),
+    with Sokal's automatic window: the smallest W with W >= c tau_int(W), where
+    tau_int(W) = 1/2 + sum_{l<=W} tr C(l) / tr C(0) (in steps).
+
+    Returns (zeta (P, P), window W in steps, tau_int in time units, cov C(0)).
+    """
+    s = series.to(torch.float64)
+    if s.ndim != 3 or s.shape[0] < 4:
+        raise InputError(f"series must have shape (T >= 4, n, P), got {tuple(s.shape)}")
+    T, n, P = s.shape
+    d = s - s.mean(dim=(0, 1))
+    L = T if max_lag is None else min(T, max_lag + 1)
+    size = 1 << (2 * T - 1).bit_length()
+    f = torch.fft.rfft(d, n=size, dim=0)                        # (F, n, P)
+    # cross-correlation for every pair (i, j): sum_t d_i(t + l) d_j(t)
+    cross = torch.fft.irfft(f.unsqueeze(-1) * f.conj().unsqueeze(-2), n=size, dim=0)[:L]  # (L, n, P, P)
+    counts = torch.arange(T, T - L, -1, dtype=torch.float64).reshape(L, 1, 1)
+    C = cross.sum(1) / (n * counts)                              # (L, P, P)
+    trace = torch.diagonal(C, dim1=1, dim2=2).sum(-1)
+    r = (trace / trace[0]).numpy()
+    window = L - 1
+    acc = 0.5
+    for w in range(1, L):
+        acc += r[w]
+        if w >= c * acc:
+            window = w
+            break
+    Cs = 0.5 * (C + C.transpose(1, 2))
+    zeta = dt * (0.5 * Cs[0] + Cs[1:window + 1].sum(0))
+    tau_int = float(dt * (0.5 + r[1:window + 1].sum()))
+    return zeta, int(window), tau_int, C[0]
+
+
+def relaxation_time(fisher: torch.Tensor, friction: torch.Tensor) -> float:
+    """tau = tr(I^-1 zeta) / P: the Fisher-weighted mean relaxation time (s / mu for the trap)."""
+    sol = torch.linalg.solve(fisher.to(torch.float64), friction.to(torch.float64))
+    return float(torch.diagonal(sol).sum() / fisher.shape[0])
+
+
+def friction_exact(energy, theta: torch.Tensor, mobility: float) -> torch.Tensor:
+    """Closed-form zeta at equilibrium for the built-in Gaussian energies.
+
+    HarmonicTrap: zeta = identity / mu. Gaussian (natural parameters l = (a/s, 1/s)): in (a, s)
+    zeta = diag(1/mu, 1/(4 mu s)) per dimension, mapped by J = d(a, s)/d(l1, l2) as J^T zeta J.
+    """
+    from .energies import Gaussian, HarmonicTrap
+
+    mu = require_positive("mobility", mobility)
+    if isinstance(energy, HarmonicTrap):
+        return torch.eye(energy.dim, dtype=torch.float64, device=theta.device) / mu
+    if isinstance(energy, Gaussian):
+        a, s = energy.gaussian_params(theta)
+        d = energy.dim
+        z = torch.zeros(2 * d, 2 * d, dtype=torch.float64, device=theta.device)
+        for j in range(d):
+            J = torch.tensor([[float(s[j]), -float(a[j] * s[j])], [0.0, -float(s[j]) ** 2]], dtype=torch.float64)
+            zj = J.T @ torch.diag(torch.tensor([1.0 / mu, 1.0 / (4.0 * mu * float(s[j]))], dtype=torch.float64)) @ J
+            idx = [j, j + d]
+            z[np.ix_(idx, idx)] = zj.to(theta.device)
+        return z
+    fp = getattr(energy, "friction", None)
+    if callable(fp):
+        return fp(theta, mobility)
+    raise InputError(f"no closed-form friction tensor for {type(energy).__name__}; use estimate='pilot'")
+
+
+def relaxation_time_exact(energy, theta: torch.Tensor, mobility: float) -> float:
+    """tau = tr(I^-1 zeta) / P from the closed forms (s / mu for the harmonic trap)."""
+    return relaxation_time(energy.fisher(theta), friction_exact(energy, theta, mobility))
+
+
+# ---------------------------------------------------------------------------- pilot runs
+
+def pilot_series(energy, theta, x: torch.Tensor, sampler, *, dt: float, mobility: float, n_steps: int,
+                 gen: torch.Generator, rows: int = 1024) -> torch.Tensor:
+    """d_theta E along ``n_steps`` sampler moves of a clone of (up to ``rows``) chains at fixed theta.
+
+    The persistent chains are not touched (the clone has its own generator), so the ledger and
+    the training trajectory do not depend on whether a pilot ran."""
+    n = x.shape[0]
+    if n > rows:
+        idx = torch.randperm(n, generator=gen, device=gen.device)[:rows].to(x.device)
+        y = x[idx].clone()
+    else:
+        y = x.clone()
+    out = [energy.grad_theta(y, theta).to(torch.float64)]
+    for _ in range(n_steps):
+        y = sampler.step(energy, theta, y, dt=dt, mobility=mobility, gen=gen)
+        out.append(energy.grad_theta(y, theta).to(torch.float64))
+    return torch.stack(out).cpu()
+
+
+def pilot_friction(energy, theta, x, sampler, *, dt, mobility, gen, rows=1024, min_steps=200,
+                   max_steps=20_000, c=5.0):
+    """Friction, window and tau_int from pilot runs, doubling the run length until it spans at
+    least 20 windows (Sokal's rule of thumb for a reliable integrated autocorrelation)."""
+    steps = min_steps
+    while True:
+        series = pilot_series(energy, theta, x, sampler, dt=dt, mobility=mobility, n_steps=steps, gen=gen,
+                              rows=rows)
+        zeta, window, tau_int, cov0 = integrated_autocorrelation(series, dt, c=c)
+        if steps >= 20 * window or steps >= max_steps:
+            return {"friction": zeta, "window": window, "tau_int": tau_int, "fisher": cov0,
+                    "pilot_steps": steps, "pilot_chains": series.shape[1], "pilot_dt": dt}
+        steps = min(max_steps, 2 * steps)
+
+
+# ---------------------------------------------------------------------------- preconditioners
+
+class Preconditioner:
+    """Base class. Subclasses set ``needs`` in {"samples", "subsample", "cov", "none"}."""
+
+    name = "identity"
+    needs = "none"
+    rows = 0            # for needs == "subsample": how many chains
+
+    def fresh(self) -> "Preconditioner":
+        """A clean copy for one replica (estimates are per replica)."""
+        return copy.deepcopy(self)
+
+    def start(self, ctx) -> None:
+        """Called once per replica before the first update (ctx: see ``train._PreContext``)."""
+
+    def observe(self, stats: GradStats, ctx) -> None:
+        """New chain statistics at the current update."""
+
+    def apply(self, g: torch.Tensor) -> torch.Tensor:
+        return g
+
+    def report(self) -> dict:
+        return {"name": self.name}
+
+    def state_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items()}
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.__dict__.update(sd)
+
+
+def _damping_value(damping, matrix_scale: float, relative: float) -> float:
+    if damping == "auto":
+        return relative * max(matrix_scale, 1e-300)
+    return float(damping)
+
+
+class Fisher(Preconditioner):
+    """P = (I + lambda)^-1 with I the Fisher information of the model family, estimated from the
+    persistent chains (Cov_chains[d_theta E]) or taken in closed form (``kind="exact"``).
+
+    ``kind``: "full" (P x P solve; small P), "diag" (elementwise), "lowrank" (rank <= ``rank``
+    chains per update, applied by conjugate gradient on the centred n x P gradient matrix; the
+    P x P matrix is never formed), "exact" (``energy.fisher(theta)``).
+    ``damping``: a number or "auto" (``relative_damping`` times the mean diagonal of I; the value
+    used is reported). ``ema``: exponential moving average of the estimate across updates
+    (bias-corrected as in Adam; low-rank keeps the last blocks with their weights).
+    """
+
+    def __init__(self, kind: str = "full", *, damping="auto", relative_damping: float | None = None,
+                 ema: float = 0.0, rank: int = 256, cg_tol: float = 1e-8, cg_max_iter: int = 500,
+                 max_blocks: int = 8):
+        if kind not in ("full", "diag", "lowrank", "exact"):
+            raise InputError(f"Fisher kind must be 'full', 'diag', 'lowrank' or 'exact', got {kind!r}")
+        if damping != "auto":
+            if not (isinstance(damping, (int, float)) and math.isfinite(damping) and damping >= 0):
+                raise InputError(f"damping must be 'auto' or a number >= 0, got {damping!r}")
+        if not (0.0 <= ema < 1.0):
+            raise InputError(f"ema must lie in [0, 1), got {ema!r}")
+        self.kind, self.damping_spec, self.ema = kind, damping, float(ema)
+        self.relative_damping = (relative_damping if relative_damping is not None
+                                 else (1e-3 if kind == "lowrank" else 1e-10))
+        self.rank = require_positive_int("rank", rank)
+        self.cg_tol, self.cg_max_iter, self.max_blocks = cg_tol, cg_max_iter, max_blocks
+        self.name = f"fisher-{kind}"
+        self.needs = {"full": "samples", "diag": "samples", "lowrank": "subsample", "exact": "none"}[kind]
+        self.rows = self.rank
+        self.estimate = None      # full: (P, P); diag: (P,); lowrank: list of (weight, block)
+        self.n_seen = 0
+        self.damping = 0.0
+        self.cg_iterations = []
+        self.theta = None
+        self.energy = None
+
+    def start(self, ctx) -> None:
+        self.energy = ctx.energy
+
+    def observe(self, stats: GradStats, ctx) -> None:
+        self.theta = ctx.theta
+        if self.kind == "exact":
+            return
+        beta = self.ema
+        self.n_seen += 1
+        if self.kind == "lowrank":
+            if stats.samples is None:
+                raise InputError("the low-rank Fisher needs per-chain gradients (particle backend)")
+            c = stats.samples - stats.samples.mean(0)
+            blocks = [] if self.estimate is None or beta == 0 else [(w * beta, b) for w, b in self.estimate]
+            blocks.append((1.0 - beta, c))
+            norm = sum(w for w, _ in blocks)
+            blocks = [(w / norm, b) for w, b in blocks if w / norm > 1e-3][-self.max_blocks:]
+            self.estimate = blocks
+            scale = sum(w * float((b * b).sum()) / b.shape[0] for w, b in blocks) / c.shape[1]
+            self.damping = _damping_value(self.damping_spec, scale, self.relative_damping)
+            return
+        cov = stats.cov if stats.cov is not None else fisher_from_samples(stats.samples)
+        new = torch.diagonal(cov).clone() if self.kind == "diag" else cov
+        if self.estimate is None or beta == 0:
+            self._acc = (1.0 - beta) * new
+        else:
+            self._acc = beta * self._acc + (1.0 - beta) * new
+        self.estimate = self._acc / (1.0 - beta ** self.n_seen)
+        diag = self.estimate if self.kind == "diag" else torch.diagonal(self.estimate)
+        self.damping = _damping_value(self.damping_spec, float(diag.mean()), self.relative_damping)
+
+    def matrix(self) -> torch.Tensor:
+        """The current (damped) Fisher estimate as a dense matrix (small P; for tests and reports)."""
+        if self.kind == "exact":
+            return self.energy.fisher(self.theta)
+        if self.kind == "diag":
+            return torch.diag(self.estimate + self.damping)
+        if self.kind == "full":
+            return self.estimate + self.damping * torch.eye(self.estimate.shape[0], dtype=torch.float64,
+                                                            device=self.estimate.device)
+        P = self.estimate[0][1].shape[1]
+        out = self.damping * torch.eye(P, dtype=torch.float64)
+        for w, b in self.estimate:
+            out = out + w * (b.T @ b).cpu() / b.shape[0]
+        return out
+
+    def apply(self, g):
+        if self.kind == "exact":
+            return torch.linalg.solve(self.energy.fisher(self.theta).to(g.device), g)
+        if self.kind == "diag":
+            return g / (self.estimate + self.damping)
+        if self.kind == "full":
+            return torch.linalg.solve(self.matrix().to(g.device), g)
+        x, it, _ = conjugate_gradient(lowrank_fisher_matvec(self.estimate, self.damping), g,
+                                      tol=self.cg_tol, max_iter=self.cg_max_iter)
+        self.cg_iterations.append(it)
+        return x
+
+    def report(self) -> dict:
+        out = {"name": self.name, "damping": self.damping, "ema": self.ema}
+        if self.kind == "lowrank":
+            out.update(rank=self.rank, cg_iterations_mean=float(np.mean(self.cg_iterations))
+                       if self.cg_iterations else 0.0)
+        return out
+
+
+class Friction(Preconditioner):
+    """P = tau zeta^-1: preconditioning by the friction tensor (Sivak-Crooks metric) instead of
+    the Fisher information, scaled by the relaxation time tau = tr(I^-1 zeta) / P so that it
+    equals I^-1 for the harmonic trap (where zeta = I tau).
+
+    ``estimate``: "pilot" (integrated autocorrelation of d_theta E along a pilot run of a clone
+    of the chains at the current theta, window chosen automatically; refreshed every ``refresh``
+    updates, 0 = only at the start) or "exact" (closed forms for the built-in Gaussian energies,
+    the Fokker-Planck generator for 1-D energies on that backend).
+    """
+
+    name = "friction"
+
+    def __init__(self, estimate: str = "pilot", *, refresh: int = 0, pilot_chains: int = 1024,
+                 pilot_dt: float | None = None, damping: float = 0.0):
+        if estimate not in ("pilot", "exact"):
+            raise InputError(f"friction estimate must be 'pilot' or 'exact', got {estimate!r}")
+        self.estimate_kind = estimate
+        self.refresh = int(refresh)
+        self.pilot_chains = require_positive_int("pilot_chains", pilot_chains)
+        self.pilot_dt = pilot_dt
+        self.damping = float(damping)
+        self.zeta = None
+        self.tau = None
+        self.info: dict = {}
+        self.updates = 0
+        self.name = f"friction-{estimate}"
+
+    def start(self, ctx) -> None:
+        self._estimate(ctx)
+
+    def _estimate(self, ctx) -> None:
+        est = ctx.friction(self.estimate_kind, self.pilot_chains, self.pilot_dt)
+        self.zeta, self.tau = est["friction"], est["tau"]
+        self.info = {k: v for k, v in est.items() if k not in ("friction", "fisher")}
+
+    def observe(self, stats, ctx) -> None:
+        self.updates += 1
+        if self.refresh and self.updates % self.refresh == 0:
+            self._estimate(ctx)
+
+    def apply(self, g):
+        z = self.zeta.to(g.device)
+        if self.damping:
+            z = z + self.damping * torch.eye(z.shape[0], dtype=z.dtype, device=z.device)
+        return self.tau * torch.linalg.solve(z, g)
+
+    def report(self) -> dict:
+        return {"name": self.name, "tau": self.tau, "friction": self.zeta.tolist(), **self.info}
+
+
+class Adam(Preconditioner):
+    """Adam's step direction on the PCD gradient (Kingma & Ba): m = b1 m + (1 - b1) g,
+    v = b2 v + (1 - b2) g^2, P g = m_hat / (sqrt(v_hat) + eps) with bias-corrected m_hat, v_hat.
+    Not a matrix (it is non-linear in g) but it plugs into the same update:
+    theta_new = theta - lr_k P g, so Adam runs through the one loop with any scalar schedule."""
+
+    name = "adam"
+
+    def __init__(self, betas=(0.9, 0.999), eps: float = 1e-8):
+        b1, b2 = float(betas[0]), float(betas[1])
+        if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
+            raise InputError(f"Adam betas must lie in [0, 1), got {betas!r}")
+        self.b1, self.b2, self.eps = b1, b2, require_positive("eps", eps)
+        self.m = self.v = None
+        self.t = 0
+
+    def apply(self, g):
+        if self.m is None:
+            self.m, self.v = torch.zeros_like(g), torch.zeros_like(g)
+        self.t += 1
+        self.m = self.b1 * self.m + (1.0 - self.b1) * g
+        self.v = self.b2 * self.v + (1.0 - self.b2) * g * g
+        m_hat = self.m / (1.0 - self.b1 ** self.t)
+        v_hat = self.v / (1.0 - self.b2 ** self.t)
+        return m_hat / (v_hat.sqrt() + self.eps)
+
+    def report(self) -> dict:
+        return {"name": self.name, "betas": [self.b1, self.b2], "eps": self.eps}
+
+
+def make_preconditioner(spec) -> Preconditioner | None:
+    """None, a Preconditioner, or a name: "fisher" / "fisher-full", "fisher-diag", "fisher-lowrank",
+    "fisher-exact", "friction" / "friction-pilot", "friction-exact"."""
+    if spec is None or isinstance(spec, Preconditioner):
+        return spec
+    if isinstance(spec, str):
+        name = spec.lower()
+        if name in ("fisher", "fisher-full"):
+            return Fisher("full")
+        if name.startswith("fisher-"):
+            return Fisher(name[len("fisher-"):])
+        if name in ("friction", "friction-pilot"):
+            return Friction("pilot")
+        if name == "friction-exact":
+            return Friction("exact")
+        if name == "adam":
+            return Adam()
+    raise InputError(f"unknown preconditioner {spec!r}; use a Preconditioner or one of 'fisher-full', "
+                     "'fisher-diag', 'fisher-lowrank', 'fisher-exact', 'friction-pilot', 'friction-exact', 'adam'")
+
+
+class PreconditionContext:
+    """What a preconditioner may look at during one replica: the energy, the current theta, the
+    chain backend, the sampler and the interior step. ``gen`` is a generator of its own (derived
+    from the replica seed) so that pilot runs and subsamples never perturb the chains' stream."""
+
+    def __init__(self, energy, theta, state, sampler, mobility: float, dt: float, gen: torch.Generator):
+        self.energy, self.theta, self.state, self.sampler = energy, theta, state, sampler
+        self.mobility, self.dt, self.gen = mobility, dt, gen
+
+    def friction(self, kind: str = "pilot", rows: int = 1024, dt: float | None = None) -> dict:
+        """{"friction", "fisher", "tau", "method", ...} at the current theta."""
+        energy, theta, mu = self.energy, self.theta, self.mobility
+        x = getattr(self.state, "x", None)
+        if kind == "pilot" and isinstance(x, torch.Tensor):
+            step = float(dt or self.dt)
+            if not step > 0:
+                raise InputError("a pilot run needs a positive chain step (pilot_dt)")
+            est = pilot_friction(energy, theta, x, self.sampler, dt=step, mobility=mu, gen=self.gen, rows=rows)
+            est["method"] = f"pilot ({est['pilot_chains']} chains x {est['pilot_steps']} steps, window " \
+                            f"{est['window']} steps)"
+        else:
+            exact = getattr(self.state, "friction_exact", None)
+            if callable(exact):
+                est = exact(energy, theta, mu)
+                est["method"] = "exact (Fokker-Planck generator)"
+            else:
+                est = {"friction": friction_exact(energy, theta, mu), "fisher": energy.fisher(theta),
+                       "method": "exact (closed form)"}
+        est["tau"] = relaxation_time(est["fisher"], est["friction"])
+        return est
+
+    def relaxation_time(self, rows: int = 1024) -> tuple[float, str]:
+        """tau = tr(I^-1 zeta) / P: exact where the backend or the energy knows it, else pilot."""
+        try:
+            if not isinstance(getattr(self.state, "x", None), torch.Tensor):
+                est = self.friction("exact")
+                return est["tau"], est["method"]
+            return relaxation_time_exact(self.energy, self.theta, self.mobility), "exact (closed form)"
+        except (InputError, NotImplementedError):
+            est = self.friction("pilot", rows)
+            return est["tau"], est["method"]
