@@ -3,10 +3,11 @@
 Conventions: kT = 1, energies in kT; Langevin dx = -mu grad_x E dt + sqrt(2 mu) dW; work done on
 the chains by changing theta is positive; Delta E = W + Q per chain.
 """
-from . import bounds, data, moments, preconditioners, samplers, schedules
+from . import bounds, data, free_energy, moments, optimal, preconditioners, samplers, schedules
 from .chains import GaussianMoments, ParticleChains
 from .energies import Energy, Gaussian, HarmonicTrap
 from .expfamily import ExpFamily
+from .neural import NeuralEnergy
 from .errors import DivergenceError, InputError, MindissError
 from .samplers import MALA, EulerMaruyama, ExactOU
 from .train import History, Interrupted, ThetaProtocol, TrainResult, replay, train
@@ -14,7 +15,8 @@ from .train import History, Interrupted, ThetaProtocol, TrainResult, replay, tra
 __version__ = "0.1.0"
 
 __all__ = [
-    "bounds", "data", "moments", "preconditioners", "samplers", "schedules",
+    "bounds", "data", "free_energy", "moments", "optimal", "preconditioners", "samplers", "schedules",
+    "NeuralEnergy",
     "Energy", "HarmonicTrap", "Gaussian", "ExpFamily", "ParticleChains", "GaussianMoments",
     "ExactOU", "EulerMaruyama", "MALA", "train", "Interrupted", "replay", "TrainResult", "History", "ThetaProtocol",
     "InputError", "DivergenceError", "MindissError", "__version__",

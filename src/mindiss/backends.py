@@ -70,7 +70,10 @@ def initial_chains(backend, energy, theta, chains, n_chains, gen, dtype):
         raise InputError("backend 'fokker_planck' takes chains=None, a FokkerPlanck1D or "
                          "{'grid': (lo, hi, n), 'density': values}")
     if chains is None:
-        return ParticleChains.equilibrium(energy, theta, n_chains, gen=gen, dtype=dtype)
+        try:
+            return ParticleChains.equilibrium(energy, theta, n_chains, gen=gen, dtype=dtype)
+        except NotImplementedError as exc:
+            raise InputError(f"{exc} (chains=None asks for exact equilibrium draws of p_theta0)") from None
     if isinstance(chains, tuple) and len(chains) == 2:  # draw N(mean, variance) exactly
         mean = torch.as_tensor(np.asarray(chains[0], float), dtype=torch.float64).reshape(-1).expand(energy.dim)
         var = torch.as_tensor(np.asarray(chains[1], float), dtype=torch.float64).reshape(-1).expand(energy.dim)
@@ -97,12 +100,12 @@ def loss(energy, data, theta, state=None) -> float:
     """L(theta) = E_data[E_theta] - F(theta) where it is known exactly, else NaN."""
     if getattr(energy, "gaussian", False) and not callable(getattr(state, "free_energy_on_grid", None)):
         return energy.loss(data.mean, data.variance, theta)
-    if getattr(energy, "gaussian", False):
-        e_data = energy.expected_energy(data.mean, data.variance, theta)
-    else:
-        e_data = float(energy.energy(data.samples, theta).mean())
     f = free_energy(energy, theta, state)
-    return e_data - f if math.isfinite(f) else math.nan
+    if not math.isfinite(f):
+        return math.nan
+    if getattr(energy, "gaussian", False):
+        return energy.expected_energy(data.mean, data.variance, theta) - f
+    return float(energy.energy(data.samples, theta).mean()) - f
 
 
 def kl_and_entropy(state, energy, theta):

@@ -72,6 +72,48 @@ def bound_harmonic(
     Console().print(t)
 
 
+@bound_app.command("gaussian")
+def bound_gaussian(
+    mean0: str = typer.Option(..., help="initial model centre a0 (number or comma-separated vector)"),
+    variance0: str = typer.Option(..., help="initial model variance s0 (> 0; same length as mean0)"),
+    data_mean: str = typer.Option(..., help="data mean xbar"),
+    data_variance: str = typer.Option(..., help="data variance v_d (> 0)"),
+    mobility: float = typer.Option(..., help="chain mobility mu (> 0)"),
+    duration: float = typer.Option(..., help="training duration T (> 0)"),
+    temperature_kelvin: float = typer.Option(300.0, help="temperature for the joule figure"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+):
+    """W_ex* = Delta^2 / (mu T + 2 v_d) + variance part: least excess work of learning a Gaussian's centre and variance.
+
+    theory.md section 6: from equilibrium chains at (mean0, variance0) to the data Gaussian in time T.
+    """
+    from . import bounds
+
+    try:
+        b = bounds.gaussian(_vector("mean0", mean0), _vector("variance0", variance0), _vector("data_mean", data_mean),
+                            _vector("data_variance", data_variance), mobility, duration)
+        out = {**b.to_dict(), "energy_joules": bounds.joules(b.excess_work, temperature_kelvin),
+               "temperature_kelvin": temperature_kelvin}
+    except InputError as exc:
+        _fail(exc, 2)
+    if as_json:
+        _print_json(out)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    def fmt(v):
+        if isinstance(v, list):
+            return "; ".join(fmt(a) for a in v)
+        return f"{v:.10g}"
+
+    t = Table(title="Learnable-variance Gaussian: minimal-dissipation learning (kT = 1)")
+    t.add_column("quantity"); t.add_column("value", justify="right")
+    for k, v in out.items():
+        t.add_row(k, fmt(v))
+    Console().print(t)
+
+
 @schedule_app.command("harmonic")
 def schedule_harmonic(
     variance: float = typer.Option(..., help="trap variance s (> 0)"),

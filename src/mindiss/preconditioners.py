@@ -272,7 +272,7 @@ class Fisher(Preconditioner):
         self.energy = ctx.energy
 
     def observe(self, stats: GradStats, ctx) -> None:
-        self.theta = ctx.theta
+        self.theta = getattr(ctx, "theta", None)
         if self.kind == "exact":
             return
         beta = self.ema
@@ -281,12 +281,13 @@ class Fisher(Preconditioner):
             if stats.samples is None:
                 raise InputError("the low-rank Fisher needs per-chain gradients (particle backend)")
             c = stats.samples - stats.samples.mean(0)
-            blocks = [] if self.estimate is None or beta == 0 else [(w * beta, b) for w, b in self.estimate]
-            blocks.append((1.0 - beta, c))
-            norm = sum(w for w, _ in blocks)
-            blocks = [(w / norm, b) for w, b in blocks if w / norm > 1e-3][-self.max_blocks:]
-            self.estimate = blocks
-            scale = sum(w * float((b * b).sum()) / b.shape[0] for w, b in blocks) / c.shape[1]
+            # raw EMA weights (1 - beta) beta^j, bias-corrected by 1 - beta^n as for full/diag
+            raw = [] if self.estimate is None or beta == 0 else [(w * beta, b) for w, b in self._raw]
+            raw.append((1.0 - beta, c))
+            self._raw = [(w, b) for w, b in raw if w > 1e-3 * (1.0 - beta)][-self.max_blocks:]
+            corr = 1.0 - beta ** self.n_seen if beta else 1.0
+            self.estimate = [(w / corr, b) for w, b in self._raw]
+            scale = sum(w * float((b * b).sum()) / b.shape[0] for w, b in self.estimate) / c.shape[1]
             self.damping = _damping_value(self.damping_spec, scale, self.relative_damping)
             return
         cov = stats.cov if stats.cov is not None else fisher_from_samples(stats.samples)

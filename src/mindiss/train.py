@@ -160,6 +160,9 @@ def train(energy: Energy, data, *, schedule, theta0, mobility: float = 1.0, dura
                          "(the exact backends give the full covariance; use fisher 'full')")
     theta_start = _as_theta(theta0, energy, device)
     dataset = as_dataset(data, energy.dim, device=device)
+    if dataset.samples is None and not getattr(energy, "gaussian", False) and backend == "fokker_planck":
+        raise InputError("a non-quadratic energy on the Fokker-Planck backend needs data samples "
+                         "(the data term E_data[d_theta E] is not a function of mean and variance)")
     lrs, dts, path = _steps(schedule, n_steps, duration)
     if path is not None and path.shape != (len(dts) + 1, energy.n_params):
         raise InputError(f"protocol thetas must have shape ({len(dts) + 1}, {energy.n_params}), got {path.shape}")
@@ -202,7 +205,9 @@ def train(energy: Energy, data, *, schedule, theta0, mobility: float = 1.0, dura
             if replica < len(summaries):
                 continue
             data_r = dataset
-            if data_term == "samples" and dataset.samples is None and backend == "particles":
+            # a non-quadratic energy's data term needs samples: draw them from a distribution's moments
+            if (data_term == "samples" or not getattr(energy, "gaussian", False)) and dataset.samples is None \
+                    and backend == "particles":
                 from .data import Gaussian as _G
 
                 dgen = torch.Generator().manual_seed(data_seed)

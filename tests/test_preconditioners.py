@@ -1,0 +1,203 @@
+"""Learning-rate matrices: Fisher and friction estimators against closed forms and exact
+references, the natural-gradient schedule against the optimal harmonic schedule."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import mindiss as md
+from mindiss import preconditioners as pc
+from mindiss import schedules as S
+from mindiss.fokker_planck import FokkerPlanck1D
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("energy,theta", [
+    (md.HarmonicTrap(variance=0.7, dim=2), torch.tensor([0.3, -1.0], dtype=torch.float64)),
+    (md.Gaussian(dim=2), md.Gaussian.natural([0.4, -1.2], [0.5, 2.0])),
+])
+def test_moments_covariance_is_the_closed_form_fisher_at_equilibrium(energy, theta):
+    st = md.GaussianMoments.equilibrium(energy, theta)
+    stats = st.grad_theta_stats(energy, theta, "cov")
+    assert torch.allclose(stats.cov, energy.fisher(theta), rtol=1e-13, atol=1e-14)
+
+
+def test_sample_fisher_matches_closed_form_within_replica_errors():
+    energy = md.Gaussian(dim=1)
+    theta = md.Gaussian.natural(0.7, 1.5)
+    reps = []
+    for r in range(8):
+        x = energy.sample_equilibrium(theta, 20_000, gen=_gen(r), dtype=torch.float64)
+        reps.append(pc.fisher_from_samples(energy.grad_theta(x, theta)).numpy())
+    reps = np.asarray(reps)
+    mean, se = reps.mean(0), reps.std(0, ddof=1) / math.sqrt(len(reps))
+    exact = energy.fisher(theta).numpy()
+    assert np.all(np.abs(mean - exact) < 4 * se + 1e-12), (mean, exact, se)
+
+
+def test_expfamily_fisher_from_chains_and_grid_match_quadrature():
+    energy = md.ExpFamily.tilted_double_well()
+    theta = torch.tensor([1.3, 0.4], dtype=torch.float64)
+    exact = energy.fisher(theta)
+    fp = FokkerPlanck1D(energy, theta, grid=(-4.0, 4.0, 4001))
+    assert torch.allclose(fp.grad_theta_stats(energy, theta).cov, exact, rtol=1e-5, atol=1e-7)
+    reps = np.asarray([pc.fisher_from_samples(energy.grad_theta(
+        energy.sample_equilibrium(theta, 20_000, gen=_gen(r), dtype=torch.float64), theta)).numpy()
+        for r in range(8)])
+    mean, se = reps.mean(0), reps.std(0, ddof=1) / math.sqrt(len(reps))
+    assert np.all(np.abs(mean - exact.numpy()) < 4 * se), (mean, exact, se)
+
+
+def test_lowrank_cg_equals_full_solve_on_small_p():
+    g = torch.randn(400, 30, generator=_gen(1), dtype=torch.float64) @ torch.randn(30, 30, generator=_gen(2),
+                                                                                   dtype=torch.float64)
+    b = torch.randn(30, generator=_gen(3), dtype=torch.float64)
+    lam = 1e-3
+    c = g - g.mean(0)
+    full = c.T @ c / 400 + lam * torch.eye(30, dtype=torch.float64)
+    x, it, res = pc.conjugate_gradient(pc.lowrank_fisher_matvec([(1.0, c)], lam), b, tol=1e-12)
+    assert res < 1e-11 and it <= 200
+    assert torch.allclose(x, torch.linalg.solve(full, b), rtol=1e-8, atol=1e-10)
+    # the preconditioner object: same answer, damping as given, EMA blocks weighted
+    f = pc.Fisher("lowrank", damping=lam, rank=400, cg_tol=1e-12)
+    f.observe(pc.GradStats(g.mean(0), samples=g), None)
+    assert torch.allclose(f.apply(b), torch.linalg.solve(full, b), rtol=1e-8, atol=1e-10)
+    ema = pc.Fisher("lowrank", damping=lam, ema=0.5, rank=400)
+    ema.observe(pc.GradStats(g.mean(0), samples=g), None)
+    ema.observe(pc.GradStats(g.mean(0), samples=2 * g), None)
+    # Adam-style bias correction, as for the full and diagonal estimates
+    expect = (1 / 3) * c.T @ c / 400 + (2 / 3) * 4 * c.T @ c / 400 + lam * torch.eye(30, dtype=torch.float64)
+    assert torch.allclose(ema.matrix(), expect, rtol=1e-12)
+
+
+def test_full_and_diag_fisher_ema_is_bias_corrected():
+    a, b = torch.tensor([[2.0, 0.5], [0.5, 1.0]], dtype=torch.float64), torch.eye(2, dtype=torch.float64)
+    f = pc.Fisher("full", damping=0.0, ema=0.9)
+    f.observe(pc.GradStats(torch.zeros(2), cov=a), None)
+    assert torch.allclose(f.matrix(), a)                 # first estimate unbiased
+    f.observe(pc.GradStats(torch.zeros(2), cov=b), None)
+    assert torch.allclose(f.matrix(), (0.9 * 0.1 * a + 0.1 * b) / (1 - 0.81))
+    d = pc.Fisher("diag", damping=0.25)
+    d.observe(pc.GradStats(torch.zeros(2), cov=a), None)
+    g = torch.tensor([1.0, -2.0], dtype=torch.float64)
+    assert torch.allclose(d.apply(g), g / torch.tensor([2.25, 1.25], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("s,mu", [(0.5, 1.3), (2.0, 0.4)])
+def test_relaxation_time_closed_forms(s, mu):
+    trap, gauss = md.HarmonicTrap(variance=s), md.Gaussian(dim=1)
+    th = torch.tensor([0.2], dtype=torch.float64)
+    assert pc.relaxation_time_exact(trap, th, mu) == pytest.approx(s / mu, rel=1e-14)
+    # centre mode tau = s/mu, variance mode s/(2 mu): Fisher-weighted mean 3 s / (4 mu)
+    assert pc.relaxation_time_exact(gauss, md.Gaussian.natural(0.3, s), mu) == pytest.approx(0.75 * s / mu, rel=1e-12)
+
+
+def test_gaussian_friction_closed_form_matches_the_fokker_planck_generator():
+    energy, mu = md.Gaussian(dim=1), 1.7
+    theta = md.Gaussian.natural(0.5, 0.8)
+    fp = FokkerPlanck1D(energy, theta, grid=(-7.0, 8.0, 6001))
+    exact = fp.friction_exact(energy, theta, mu)
+    assert torch.allclose(exact["friction"], pc.friction_exact(energy, theta, mu), rtol=1e-4, atol=1e-6)
+    assert torch.allclose(exact["fisher"], energy.fisher(theta), rtol=1e-4, atol=1e-6)
+
+
+def test_pilot_friction_matches_exact_on_trap_and_double_well():
+    trap = md.HarmonicTrap(variance=0.5)
+    th = torch.tensor([0.0], dtype=torch.float64)
+    x = trap.sample_equilibrium(th, 1024, gen=_gen(4), dtype=torch.float64)
+    est = pc.pilot_friction(trap, th, x, md.ExactOU(), dt=0.05, mobility=2.0, gen=_gen(5), rows=1024)
+    assert float(est["friction"][0, 0]) == pytest.approx(0.5, rel=0.06)      # 1 / mu
+    assert est["window"] >= 5 * est["tau_int"] / 0.05 - 1e-9
+    dw = md.ExpFamily.tilted_double_well()
+    th = torch.tensor([1.0, 0.3], dtype=torch.float64)
+    exact = FokkerPlanck1D(dw, th, grid=(-3.5, 3.5, 2801)).friction_exact(dw, th, 1.0)["friction"]
+    x = dw.sample_equilibrium(th, 1024, gen=_gen(6), dtype=torch.float64)
+    est = pc.pilot_friction(dw, th, x, md.MALA(), dt=0.02, mobility=1.0, gen=_gen(7), rows=1024)
+    rel = torch.linalg.norm(est["friction"] - exact) / torch.linalg.norm(exact)
+    assert float(rel) < 0.12, (est["friction"], exact)
+
+
+@pytest.mark.parametrize("s,mu,T,d", [(0.5, 1.3, 2.0, 1), (1.0, 1.0, 1.0, 2), (3.0, 0.5, 4.0, 1)])
+def test_natural_gradient_reproduces_the_optimal_harmonic_schedule_exactly(s, mu, T, d):
+    energy = md.HarmonicTrap(variance=s, dim=d)
+    data = md.data.Gaussian(mean=[1.7] * d, variance=[s] * d)
+    kw = dict(theta0=[-0.4] * d, mobility=mu, n_steps=64, backend="moments")
+    ref = md.train(energy, data, schedule=S.optimal_harmonic(s, mu, T), **kw)
+    for fisher in ("exact", pc.Fisher("full", damping=0.0), pc.Fisher("diag", damping=0.0)):
+        ng = md.train(energy, data, schedule=S.natural_gradient(T, tau="auto", fisher=fisher), **kw)
+        assert np.allclose(ng.thetas, ref.thetas, rtol=1e-13, atol=1e-13)
+        assert ng.excess_work == pytest.approx(ref.excess_work, rel=1e-12)
+        assert ng.tau_estimates[0]["tau"] == pytest.approx(s / mu, rel=1e-14)
+    fr = md.train(energy, data, schedule=S.friction(T, estimate="exact"), **kw)
+    assert np.allclose(fr.thetas, ref.thetas, rtol=1e-12, atol=1e-12)
+
+
+def test_particles_natural_gradient_lowrank_and_online_tau_run_and_report():
+    energy = md.Gaussian(dim=2)
+    th0 = md.Gaussian.natural([0.0, 0.0], [1.0, 1.0])
+    data = md.data.Gaussian(mean=[0.5, -0.3], variance=[0.8, 1.2])
+    sched = S.natural_gradient(1.0, tau="online", tau_refresh=8, fisher="lowrank", rank=128)
+    r = md.train(energy, data, schedule=sched, theta0=th0, n_steps=32, n_chains=4096, n_replicas=2, seed=3)
+    assert r.preconditioner["name"] == "fisher-lowrank" and r.preconditioner["damping"] > 0
+    assert r.preconditioner["cg_iterations_mean"] >= 1
+    assert [t["update"] for t in r.tau_estimates] == [0, 9, 17, 25]
+    # reference: the exact moments backend with the closed-form Fisher lands close by
+    ref = md.train(energy, data, schedule=S.natural_gradient(1.0, fisher="exact"), theta0=th0, n_steps=32,
+                   backend="moments")
+    assert np.allclose(r.theta_final, ref.theta_final, atol=0.15)
+    assert abs(r.identity1_residual) < 1e-9    # natural parameters: Identity 1 exact per update
+
+
+def test_adam_and_preconditioned_baselines_go_through_the_loop():
+    energy = md.HarmonicTrap(variance=1.0)
+    data = md.data.Gaussian(mean=2.0, variance=1.0)
+    r = md.train(energy, data, schedule=S.constant(0.5, 1.0), preconditioner="adam", theta0=[0.0],
+                 n_steps=50, backend="moments")
+    assert r.preconditioner["name"] == "adam" and 0.0 < r.theta_final[0] < 2.5
+    # Adam's first step is lr * sign(g): |Delta theta| = impulse lr exactly
+    assert abs(r.thetas[1, 0] - r.thetas[0, 0]) == pytest.approx(0.0, abs=1e-12)  # impulse lr = 0
+    assert abs(r.thetas[2, 0] - r.thetas[1, 0]) == pytest.approx(0.5 / 50, rel=1e-6)
+    p = md.train(energy, data, schedule=S.preconditioned(S.constant(0.5, 1.0), "fisher-full"), theta0=[0.0],
+                 n_steps=50, backend="moments")
+    q = md.train(energy, data, schedule=S.constant(0.5, 1.0), theta0=[0.0], n_steps=50, backend="moments")
+    # Fisher of the trap is 1/s = 1: preconditioning changes nothing
+    assert np.allclose(p.thetas, q.thetas, atol=1e-8)
+
+
+def test_resume_with_a_preconditioner_is_bit_identical(tmp_path):
+    # low-rank Fisher with EMA (state + its own subsampling generator) and online tau
+    energy = md.Gaussian(dim=1)
+    data = md.data.Gaussian(mean=0.8, variance=0.6)
+    fisher = pc.Fisher("lowrank", ema=0.5, rank=64)
+    kw = dict(schedule=S.natural_gradient(0.5, tau="online", tau_refresh=5, fisher=fisher),
+              theta0=md.Gaussian.natural(0.0, 1.0), n_steps=30, n_chains=512, n_replicas=2, seed=11)
+    full = md.train(energy, data, **kw)
+    ck = tmp_path / "ck.pt"
+    calls = iter(range(1000))
+    with pytest.raises(md.Interrupted):
+        md.train(energy, data, checkpoint=ck, checkpoint_every=5, stop=lambda: next(calls) == 40, **kw)
+    res = md.train(energy, data, checkpoint=ck, resume=True, **kw)
+    assert res.replica_excess_work == full.replica_excess_work
+    assert np.array_equal(res.thetas, full.thetas)
+
+
+def test_bad_preconditioner_input_is_named():
+    with pytest.raises(md.InputError, match="kind"):
+        pc.Fisher("bogus")
+    with pytest.raises(md.InputError, match="unknown preconditioner"):
+        pc.make_preconditioner("nope")
+    with pytest.raises(md.InputError, match="tau"):
+        S.natural_gradient(1.0, tau="sometimes")
+    with pytest.raises(md.InputError, match="tau_refresh"):
+        S.natural_gradient(1.0, tau="online")
+    with pytest.raises(md.InputError, match="estimates tau"):
+        S.natural_gradient(1.0).discretise(10)
+    with pytest.raises(md.InputError, match="damping"):
+        pc.Fisher("full", damping=-1.0)
+    with pytest.raises(md.InputError, match="low-rank"):
+        md.train(md.HarmonicTrap(), md.data.Gaussian(mean=1.0, variance=1.0),
+                 schedule=S.natural_gradient(1.0, fisher="lowrank"), theta0=[0.0], backend="moments")
