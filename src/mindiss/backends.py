@@ -24,9 +24,10 @@ BACKENDS = ("particles", "moments", "fokker_planck")
 DETERMINISTIC = ("moments", "fokker_planck")
 
 
-def default_grid(energy, theta) -> tuple:
+def default_grid(energy, theta, data_samples=None) -> tuple:
     """A grid for the Fokker-Planck backend: the quadrature interval of p_theta0 (where the
-    density has decayed by e^-60) widened by half its length on each side, h <= 0.01."""
+    density has decayed by e^-60), joined with the data's range plus one unit on each side,
+    widened by 10 %; spacing h <= 0.01. (Wider grids only add stiff boundary rates.)"""
     interval = None
     quad = getattr(energy, "_quadrature", None)
     if callable(quad):
@@ -38,13 +39,16 @@ def default_grid(energy, theta) -> tuple:
     if interval is None:
         return (-8.0, 8.0, 1601)
     a, b = interval
+    if data_samples is not None:
+        a = min(a, float(data_samples.min()) - 1.0)
+        b = max(b, float(data_samples.max()) + 1.0)
     w = b - a
-    lo, hi = a - 0.5 * w, b + 0.5 * w
+    lo, hi = a - 0.05 * w, b + 0.05 * w
     n = int(min(max(math.ceil((hi - lo) / 0.01) + 1, 801), 8001))
     return (lo, hi, n)
 
 
-def initial_chains(backend, energy, theta, chains, n_chains, gen, dtype):
+def initial_chains(backend, energy, theta, chains, n_chains, gen, dtype, data_samples=None):
     """The chain state a replica starts from (see ``train``'s ``chains`` argument)."""
     if backend == "moments":
         if chains is None:
@@ -60,12 +64,12 @@ def initial_chains(backend, energy, theta, chains, n_chains, gen, dtype):
         if isinstance(chains, FokkerPlanck1D):
             return copy.deepcopy(chains)
         if chains is None:
-            return FokkerPlanck1D(energy, theta, grid=default_grid(energy, theta))
+            return FokkerPlanck1D(energy, theta, grid=default_grid(energy, theta, data_samples))
         if isinstance(chains, dict):
             unknown = set(chains) - {"grid", "density"}
             if unknown:
                 raise InputError(f"backend 'fokker_planck' chains= keys are 'grid' and 'density', not {sorted(unknown)}")
-            return FokkerPlanck1D(energy, theta, grid=chains.get("grid") or default_grid(energy, theta),
+            return FokkerPlanck1D(energy, theta, grid=chains.get("grid") or default_grid(energy, theta, data_samples),
                                   density=chains.get("density"))
         raise InputError("backend 'fokker_planck' takes chains=None, a FokkerPlanck1D or "
                          "{'grid': (lo, hi, n), 'density': values}")
@@ -96,6 +100,20 @@ def free_energy(energy, theta, state=None) -> float:
         return math.nan
 
 
+def data_mean_grad_theta(energy, data, theta) -> torch.Tensor:
+    """E_data[d_theta E]. For E = theta . phi(x) it is E_data[phi], the same at every theta:
+    computed once per data set (the data term is then free in the hot loop)."""
+    if getattr(energy, "gaussian", False):
+        return energy.expected_grad_theta(data.mean, data.variance, theta)
+    if getattr(energy, "grad_theta_constant", False):
+        key = ("mean_phi", id(energy))
+        cache = data.__dict__.setdefault("_cache", {})
+        if key not in cache:
+            cache[key] = energy.mean_grad_theta(data.samples, theta)
+        return cache[key]
+    return energy.mean_grad_theta(data.samples, theta)
+
+
 def loss(energy, data, theta, state=None) -> float:
     """L(theta) = E_data[E_theta] - F(theta) where it is known exactly, else NaN."""
     if getattr(energy, "gaussian", False) and not callable(getattr(state, "free_energy_on_grid", None)):
@@ -105,6 +123,8 @@ def loss(energy, data, theta, state=None) -> float:
         return math.nan
     if getattr(energy, "gaussian", False):
         return energy.expected_energy(data.mean, data.variance, theta) - f
+    if getattr(energy, "grad_theta_constant", False):   # E_data[E] = theta . E_data[phi]
+        return float(data_mean_grad_theta(energy, data, theta) @ theta.to(torch.float64)) - f
     return float(energy.energy(data.samples, theta).mean()) - f
 
 

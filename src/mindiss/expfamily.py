@@ -39,6 +39,8 @@ class ExpFamily(Energy):
 
     linear_in_theta = True
     gaussian = False
+    #: d_theta E = phi(x) does not depend on theta (the data term of g_hat is computed once)
+    grad_theta_constant = True
 
     def __init__(self, features, dim: int = 1, names=None, *, grad_features=None, polynomial_coeffs=None,
                  label: str | None = None):

@@ -45,6 +45,9 @@ from .errors import InputError, require_positive
 #: Poisson tail mass left out of the uniformisation sum (far below float64 resolution).
 _TAIL = 1e-18
 _CACHE_SIZE = 8
+#: method="auto" uses uniformisation (positivity exact in floating point) up to this many expected
+#: jumps per move (lam dt), the symmetric eigen-decomposition (cost independent of stiffness) above.
+_UNIFORMIZATION_MAX = 3000.0
 
 
 class FokkerPlanck1D:
@@ -59,7 +62,7 @@ class FokkerPlanck1D:
     n_chains = math.inf
 
     def __init__(self, energy, theta, grid=(-8.0, 8.0, 1601), density=None,
-                 method: str = "uniformization"):
+                 method: str = "auto"):
         if getattr(energy, "dim", 1) != 1:
             raise InputError(f"FokkerPlanck1D needs a one-dimensional energy, not dim={energy.dim}")
         try:
@@ -69,8 +72,8 @@ class FokkerPlanck1D:
             raise InputError(f"grid must be (lo, hi, n_points), got {grid!r}") from None
         if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo) or n < 3:
             raise InputError(f"grid needs finite lo < hi and n_points >= 3, got {grid!r}")
-        if method not in ("uniformization", "expm_multiply"):
-            raise InputError(f"method must be 'uniformization' or 'expm_multiply', got {method!r}")
+        if method not in ("uniformization", "expm_multiply", "eigh", "auto"):
+            raise InputError(f"method must be 'auto', 'uniformization', 'eigh' or 'expm_multiply', got {method!r}")
         self.method = method
         self.grid = (lo, hi, n)
         self.x = np.linspace(lo, hi, n)
@@ -198,6 +201,7 @@ class FokkerPlanck1D:
             return
         mobility = require_positive("mobility", mobility)
         op = self._operator(energy, theta, mobility, dt)
+        self._last = (energy, theta, mobility, dt)
         e, log_pi = op["energy"], op["log_pi"]
         e_old = float(self.rho @ e)
         kl_old = float(np.sum(xlogy(self.rho, self.rho)) - self.rho @ log_pi)
@@ -265,8 +269,20 @@ class FokkerPlanck1D:
         out[:-1] += up
         out[1:] += down
         op = {"energy": e, "log_pi": -e - logsumexp(-e)}
-        if self.method == "uniformization":
-            lam = float(out.max())
+        lam = float(out.max())
+        method = self.method
+        if method == "auto":
+            method = "uniformization" if lam * dt <= _UNIFORMIZATION_MAX else "eigh"
+        op["method"] = method
+        if method == "eigh":
+            # Detailed balance: S = D^-1/2 Q D^1/2 (D = diag pi) is symmetric tridiagonal with
+            # off-diagonal sqrt(up_i down_i); exp(Q dt) = D^1/2 V exp(L dt) V^T D^-1/2, exact in time.
+            from scipy.linalg import eigh_tridiagonal
+
+            lam_s, vec = eigh_tridiagonal(-out, np.sqrt(up * down))
+            half = 0.5 * (op["log_pi"] - op["log_pi"].max())
+            op.update(vec=vec, decay=np.exp(np.minimum(lam_s, 0.0) * dt), sqrt_pi=np.exp(half))
+        elif method == "uniformization":
             lt = lam * dt
             k_max = int(math.ceil(lt + 8.0 * math.sqrt(lt) + 40.0))
             while poisson.logsf(k_max, lt) > math.log(_TAIL):
@@ -283,7 +299,20 @@ class FokkerPlanck1D:
         return op
 
     def _propagate(self, op, rho):
-        if self.method == "expm_multiply":
+        if op.get("method") == "eigh":
+            vec, sp = op["vec"], op["sqrt_pi"]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                y = np.where(sp > 0, rho / sp, 0.0)
+            out = sp * (vec @ (op["decay"] * (vec.T @ y)))
+            # round-off can leave entries of order -1e-17 where the density vanishes
+            out = np.maximum(out, 0.0)
+            total = out.sum()
+            if abs(total - 1.0) < 1e-9:
+                return out / total
+            # rho carries mass where pi is tiny: the D^-1/2 scaling lost precision; fall back
+            op = dict(op, method="expm_multiply", Q=self.generator(self._last[0], self._last[1],
+                                                                  self._last[2]) * self._last[3])
+        if op.get("method") == "expm_multiply":
             from scipy.sparse.linalg import expm_multiply
 
             return expm_multiply(op["Q"], rho)

@@ -100,6 +100,8 @@ class TrainResult:
     chain_work: np.ndarray | None = field(default=None, repr=False)   # per chain, replica 0
     preconditioner: dict | None = None   # the learning-rate matrix used (damping, window, ...), replica 0
     tau_estimates: list = field(default_factory=list)   # relaxation times the schedule used, replica 0
+    delta_free_energy_se: float = 0.0   # error of an estimated Delta F (0 where exact)
+    free_energy_method: str = "exact"   # exact / ais / ti / jarzynski / none (...)
     final_chains: torch.Tensor | None = field(default=None, repr=False)
 
     @property
@@ -123,7 +125,7 @@ class TrainResult:
                 "identity1_residual", "first_law_residual", "kl_initial", "kl_final",
                 "entropy_production", "acceptance_rate", "replica_excess_work",
                 "theta_final_se", "replica_theta_final", "notes", "temperature_kelvin",
-                "preconditioner", "tau_estimates"]
+                "preconditioner", "tau_estimates", "delta_free_energy_se", "free_energy_method"]
         out = {k: getattr(self, k) for k in keys}
         out["energy_joules"] = self.energy_joules
         out["bias"] = self.bias

@@ -30,6 +30,7 @@ from .results import History, ThetaProtocol, TrainResult
 from .samplers import make_sampler
 from .schedules import DiscreteSchedule, Schedule
 
+FREE_ENERGY_METHODS = ("auto", "exact", "ais", "ti", "jarzynski")
 #: |mean work| or |mean heat| per chain beyond this (kT) is treated as a diverged run.
 LEDGER_LIMIT = 1e12
 
@@ -103,7 +104,7 @@ def train(energy: Energy, data, *, schedule, theta0, mobility: float = 1.0, dura
           progress: bool = False, keep_chains: bool = False, checkpoint=None,
           checkpoint_every: int = 0, resume: bool = False,
           stop: Callable[[], bool] | None = None, on_start: Callable[[], None] | None = None,
-          preconditioner=None) -> TrainResult:
+          preconditioner=None, free_energy: str = "auto") -> TrainResult:
     """Persistent-chain training of ``energy`` on ``data`` with a learning-rate ``schedule``.
 
     dx = -mu grad_x E dt + sqrt(2 mu) dW between updates; theta_new = theta - lr_k g_hat.
@@ -121,6 +122,12 @@ def train(energy: Energy, data, *, schedule, theta0, mobility: float = 1.0, dura
     or a name such as "fisher-diag"); default: the schedule's own (``natural_gradient`` carries a
     Fisher), else a scalar learning rate. ``backend="fokker_planck"`` evolves the exact density of
     a 1-D energy on a grid (``chains``: None, a FokkerPlanck1D or {"grid": (lo, hi, n), "density": ...}).
+
+    ``free_energy``: how Delta F = F(theta_T) - F(theta_0) is obtained: "exact" (closed form,
+    quadrature or the grid; NaN where none exists), "ais" or "ti" (an estimator from
+    ``mindiss.free_energy`` run per replica from the replica's initial chains, assumed in equilibrium
+    at theta_0, with MALA at the run's step), "jarzynski" (from the run's own per-chain work: biased
+    by the feedback of finite N, see theory.md), or "auto" (exact where known, else "ais").
     """
     from .preconditioners import make_preconditioner
 
@@ -130,6 +137,8 @@ def train(energy: Energy, data, *, schedule, theta0, mobility: float = 1.0, dura
         require_positive("duration", duration)
     if backend not in BACKENDS:
         raise InputError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+    if free_energy not in FREE_ENERGY_METHODS:
+        raise InputError(f"free_energy must be one of {FREE_ENERGY_METHODS}, got {free_energy!r}")
     if data_term not in ("moments", "samples"):
         raise InputError(f"data_term must be 'moments' or 'samples', got {data_term!r}")
     n_chains = require_positive_int("n_chains", n_chains)
@@ -145,7 +154,8 @@ def train(energy: Energy, data, *, schedule, theta0, mobility: float = 1.0, dura
     if dtype not in (torch.float32, torch.float64):
         raise InputError(f"dtype must be float32 or float64, got {dtype!r}")
     sampler_obj = make_sampler(sampler)
-    sampler_obj.check(energy)
+    if backend != "fokker_planck":   # the grid backend moves the density exactly for any energy
+        sampler_obj.check(energy)
     if backend == "moments" and sampler_obj.name not in ("exact", "euler"):
         raise InputError(f"backend 'moments' supports samplers 'exact' and 'euler', not {sampler_obj.name!r}")
     if backend == "moments" and not getattr(energy, "gaussian", False):
@@ -176,7 +186,7 @@ def train(energy: Energy, data, *, schedule, theta0, mobility: float = 1.0, dura
                          theta_start, mobility, n_chains, n_replicas, sampler_obj.name, backend, seed,
                          str(dtype), str(device), _chains_key(chains), data_term, record_every, keep_chains,
                          getattr(schedule, "name", None), repr(getattr(schedule, "params", None)),
-                         _pre_key(pre_proto))
+                         _pre_key(pre_proto), free_energy)
     ck = _ck.load(checkpoint, fp) if resume else None
     if on_start is not None:
         on_start()
@@ -214,8 +224,12 @@ def train(energy: Energy, data, *, schedule, theta0, mobility: float = 1.0, dura
                 draws = _G(dataset.mean.cpu().numpy(), dataset.variance.cpu().numpy()).sample(n_chains, gen=dgen)
                 data_r = as_dataset(draws, energy.dim, device=device)
             gen = torch.Generator(device=device).manual_seed(chain_seed)
-            state = _backends.initial_chains(backend, energy, theta_start, chains, n_chains, gen, dtype)
+            state = _backends.initial_chains(backend, energy, theta_start, chains, n_chains, gen, dtype,
+                                             data_r.samples)
             run = _Run(energy, data_r, state, theta_start, gen, n_updates)
+            if isinstance(getattr(state, "x", None), torch.Tensor) and free_energy in ("auto", "ais", "ti") \
+                    and not math.isfinite(run.fe0):
+                run.x0 = state.x[:1024].to(torch.float64).clone()   # for a Delta F estimate after the run
             run.lrs = None if lrs is None else lrs.copy()
             if pre_proto is not None or _tau_mode(schedule):
                 pgen = torch.Generator(device=device).manual_seed((chain_seed * 7919 + 104729) % (2**63))
@@ -235,6 +249,7 @@ def train(energy: Energy, data, *, schedule, theta0, mobility: float = 1.0, dura
                          save if checkpoint else None, checkpoint_every, stop, checkpoint,
                          (schedule, n_steps) if _tau_mode(schedule) == "online" else None)
             summaries.append(_finish(run, energy, keep=replica == 0, keep_chains=keep_chains))
+            _estimate_free_energy(summaries[-1], run, free_energy, sampler_obj, mobility, dts, chain_seed)
             if checkpoint:
                 save(None)
     finally:
@@ -276,11 +291,57 @@ def _retune(run, schedule, n_steps, first: int) -> None:
     run.taus.append((run.k, tau, method))
 
 
+def _estimate_free_energy(out: dict, run, method, sampler, mobility, dts, seed) -> None:
+    """Fill Delta F (and its error) by the chosen estimator where no exact value exists."""
+    out["delta_free_energy_se"] = 0.0
+    out["free_energy_method"] = "exact"
+    if math.isfinite(out["delta_free_energy"]):
+        return
+    if method == "exact":
+        out["free_energy_method"] = "none (no exact free energy for this energy; choose an estimator)"
+        return
+    from . import free_energy as _fe
+
+    energy, theta0, theta1 = run.energy, torch.as_tensor(run.thetas[0]), run.theta.cpu()
+    try:
+        if method == "jarzynski":
+            st = run.state
+            est = _fe.jarzynski(st.work.cpu()) if isinstance(getattr(st, "x", None), torch.Tensor) else None
+        elif run.x0 is None:
+            est = None
+        else:
+            gen = torch.Generator().manual_seed((seed * 31 + 17) % (2**63))
+            dt = min(float(np.max(dts)) if len(dts) else 0.01, 0.01) or 0.01
+            x0 = run.x0.cpu()
+            if method == "ti":
+                thetas = torch.stack([theta0 + f * (theta1 - theta0) for f in np.linspace(0.0, 1.0, 9)])
+                est = _fe.thermodynamic_integration_sampled(energy, thetas, n_chains=x0.shape[0], n_steps=100,
+                                                            dt=dt, mobility=mobility, gen=gen, x0=x0)
+            else:
+                est = _fe.ais(energy, theta0, theta1, n_chains=x0.shape[0], n_intermediate=50, dt=dt,
+                              mobility=mobility, gen=gen, x0=x0)
+    except (InputError, NotImplementedError) as exc:
+        out["free_energy_method"] = f"none ({exc})"
+        return
+    if est is None:
+        out["free_energy_method"] = "none (no chain states to start an estimator from)"
+        return
+    out["delta_free_energy"] = est.delta_free_energy
+    out["delta_free_energy_se"] = est.standard_error
+    out["free_energy_method"] = est.method if method != "auto" else f"{est.method} (auto)"
+    if method == "jarzynski":
+        out["free_energy_method"] = "jarzynski (the run's own work; biased by feedback at finite N)"
+
+
 def _chains_key(chains):
     if chains is None:
         return None
     if isinstance(chains, tuple):
         return tuple(np.asarray(c, float).tolist() for c in chains)
+    if isinstance(chains, dict):
+        return sorted((k, np.asarray(v, float).tolist()) for k, v in chains.items() if v is not None)
+    if hasattr(chains, "rho"):   # a FokkerPlanck1D
+        return (chains.grid, chains.rho.tolist())
     return torch.as_tensor(chains).detach().cpu().numpy()
 
 
@@ -307,6 +368,7 @@ class _Run:
         self.pre = None           # the replica's preconditioner (learning-rate matrix)
         self.ctx = None
         self.taus: list = []      # (update, tau, how it was estimated)
+        self.x0 = None            # initial chain states for a Delta F estimator
 
     def state_dict(self) -> dict:
         return {"replica": self.replica, "k": self.k, "theta": self.theta.clone(), "chains": self.state.state_dict(),
@@ -314,7 +376,7 @@ class _Run:
                 "rows": [list(r) for r in self.rows], "thetas": self.thetas.copy(),
                 "lrs": None if self.lrs is None else self.lrs.copy(), "taus": list(self.taus),
                 "pre": None if self.pre is None else self.pre.state_dict(),
-                "pgen": None if self.ctx is None else self.ctx.gen.get_state()}
+                "pgen": None if self.ctx is None else self.ctx.gen.get_state(), "x0": self.x0}
 
     def load_state_dict(self, sd: dict) -> None:
         self.k, self.loss_approx, self.t_now = sd["k"], sd["loss_approx"], sd["t_now"]
@@ -325,6 +387,7 @@ class _Run:
         self.thetas = sd["thetas"].copy()
         self.lrs = None if sd["lrs"] is None else sd["lrs"].copy()
         self.taus = list(sd["taus"])
+        self.x0 = sd["x0"]
         if self.pre is not None:
             self.pre.load_state_dict(sd["pre"])
         if self.ctx is not None:
@@ -337,10 +400,7 @@ def _run_replica(run: _Run, dts, path, mobility, sampler, record_every, observer
     """The canonical update loop for one replica (continues from ``run.k``)."""
     energy, data, state, gen = run.energy, run.data, run.state, run.gen
     n_updates = len(dts)
-    if getattr(energy, "gaussian", False):
-        data_grad = lambda th: energy.expected_grad_theta(data.mean, data.variance, th)  # noqa: E731
-    else:
-        data_grad = lambda th: energy.mean_grad_theta(data.samples, th)  # noqa: E731
+    data_grad = lambda th: _backends.data_mean_grad_theta(energy, data, th)  # noqa: E731
     if path is not None:
         path_t = torch.as_tensor(path, dtype=torch.float64, device=run.theta.device)
 
@@ -507,4 +567,7 @@ def _summarise(runs, energy, theta0, dts, total_time, backend, sampler, n_chains
         thetas=r0["thetas"], dts=np.asarray(dts, float), temperature_kelvin=temperature_kelvin,
         chain_work=r0["chain_work"], final_chains=r0["final_chains"],
         preconditioner=r0["preconditioner"], tau_estimates=r0["taus"],
+        delta_free_energy_se=float(math.sqrt(np.mean([r.get("delta_free_energy_se", 0.0) ** 2 for r in runs])
+                                             / len(runs))),
+        free_energy_method=r0.get("free_energy_method", "exact"),
     )

@@ -16,6 +16,7 @@ ORDER = (
     "unknown_targets",
     "work_fluctuations",
     "energy_floor",
+    "natural_gradient",
 )
 
 
