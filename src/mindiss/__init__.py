@@ -10,7 +10,8 @@ from .expfamily import ExpFamily
 from .neural import NeuralEnergy
 from .errors import DivergenceError, InputError, MindissError
 from .samplers import MALA, EulerMaruyama, ExactOU
-from .train import History, Interrupted, ThetaProtocol, TrainResult, replay, train
+from .results import History, ThetaProtocol, TrainResult
+from .train import Interrupted, replay, train
 
 __version__ = "0.1.0"
 
