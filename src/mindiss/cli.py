@@ -286,7 +286,15 @@ def _print_summary(res) -> None:
     t.add_row("excess work W_ex", pm(res.excess_work, res.excess_work_se))
     if res.bound is not None:
         t.add_row("bound W* (same endpoint)", f"{res.bound:.6g}")
-    t.add_row("delta free energy", f"{res.delta_free_energy:.6g}")
+    dfe = f"{res.delta_free_energy:.6g}"
+    if res.free_energy_method != "exact":
+        dfe += (f" ± {res.delta_free_energy_se:.2g} ({res.free_energy_method})" if res.delta_free_energy_se
+                else f" ({res.free_energy_method})")
+    t.add_row("delta free energy", dfe)
+    if res.preconditioner:
+        t.add_row("learning-rate matrix", ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                                                    for k, v in res.preconditioner.items()
+                                                    if not isinstance(v, (list, dict))))
     t.add_row("true loss change", f"{res.loss_true_change:.6g}")
     t.add_row("approx. (PCD) loss change", f"{res.loss_approx_change:.6g}")
     t.add_row("bias = W_ex (Identity 1 residual)", f"{res.bias:.6g} ({res.identity1_residual:.1e})")

@@ -48,22 +48,42 @@ def _device_ok(name: str) -> bool:
 
 
 SCHEDULE_KINDS = ("optimal", "continuous", "smoothed", "prepared", "constant", "linear", "cosine",
-                  "exponential", "step")
+                  "exponential", "step", "natural_gradient", "friction")
+ENERGY_KINDS = ("harmonic", "gaussian", "double_well", "quartic")
+#: default theta_0 of the 1-D exponential families (E = theta . phi(x)) when energy.theta0 is not set
+EXPFAMILY_THETA0 = {"double_well": [1.0, 0.0], "quartic": [1.0, 0.5]}
+PRECONDITIONERS = ("none", "fisher-full", "fisher-diag", "fisher-lowrank", "fisher-exact", "friction-pilot",
+                   "friction-exact", "adam")
+
+
+def _tau_ok(v: str) -> bool:
+    if v in ("auto", "online"):
+        return True
+    try:
+        return float(v) > 0 and math.isfinite(float(v))
+    except ValueError:
+        return False
 
 SCHEMA: dict[str, dict[str, Key]] = {
     "energy": {
-        "kind": Key("harmonic", "str", "harmonic (E = |x - theta|^2 / 2s, centre learned) or gaussian "
-                    "(centre and variance learned)", choices=("harmonic", "gaussian")),
+        "kind": Key("harmonic", "str", "harmonic (E = |x - theta|^2 / 2s, centre learned), gaussian "
+                    "(centre and variance learned), double_well (E = a (x^2 - 1)^2 + b x, theta = (a, b); 1-D) "
+                    "or quartic (E = k2 x^2 / 2 + k4 x^4 / 4; 1-D)", choices=ENERGY_KINDS),
         "dim": Key(1, "int", "dimension d of x", lambda v: 0 < v <= 10_000, "an integer in [1, 10000]"),
         "variance": Key(1.0, "float", "harmonic: the fixed variance s", _pos, "a positive number"),
-        "theta0": Key(0.0, "floats", "harmonic: initial centre theta_0 (number or list of d numbers)"),
+        "theta0": Key(0.0, "floats", "harmonic: initial centre theta_0 (number or list of d numbers); "
+                      "double_well / quartic: the 2 parameters (default (1, 0) / (1, 0.5))"),
         "mean0": Key(0.0, "floats", "gaussian: initial centre"),
         "variance0": Key(1.0, "floats", "gaussian: initial variance", lambda v: all(a > 0 for a in v),
                          "positive numbers"),
     },
     "data": {
-        "kind": Key("gaussian", "str", "gaussian (exact moments) or file (.npy / .csv samples)",
-                    choices=("gaussian", "file")),
+        "kind": Key("gaussian", "str", "gaussian (exact moments), file (.npy / .csv samples) or model "
+                    "(exact draws of the energy's own family at data.theta; 1-D families)",
+                    choices=("gaussian", "file", "model")),
+        "theta": Key([1.5, 0.5], "floats", "model: the parameters that generate the data"),
+        "n_samples": Key(20_000, "int", "model: number of samples drawn (seeded by dynamics.seed)", _pos,
+                         "a positive integer"),
         "mean": Key(5.0, "floats", "gaussian: data mean xbar"),
         "variance": Key(1.0, "floats", "gaussian: data variance", lambda v: all(a > 0 for a in v),
                         "positive numbers"),
@@ -80,6 +100,15 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "decay": Key(3.0, "float", "exponential: decay over the run", _pos, "a positive number"),
         "n_drops": Key(2, "int", "step: number of drops", _pos, "a positive integer"),
         "factor": Key(0.3, "float", "step: factor per drop", _pos, "a positive number"),
+        "fisher": Key("full", "str", "natural_gradient: Fisher estimate from the chains",
+                      choices=("full", "diag", "lowrank", "exact")),
+        "tau": Key("auto", "str", "natural_gradient / friction: relaxation time: auto (exact where known, else "
+                   "a pilot run), online (re-estimated every tau_refresh updates) or a number", _tau_ok,
+                   "'auto', 'online' or a positive number"),
+        "tau_refresh": Key(50, "int", "natural_gradient with tau = online: updates between estimates", _pos,
+                           "a positive integer"),
+        "preconditioner": Key("none", "str", "baselines: learning-rate matrix applied to g_hat",
+                              choices=PRECONDITIONERS),
     },
     "dynamics": {
         "mobility": Key(1.0, "float", "chain mobility mu", _pos, "a positive number"),
@@ -87,8 +116,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "n_steps": Key(1000, "int", "interior updates n (n + 2 updates with the impulses)",
                        lambda v: 0 < v <= 100_000_000, "an integer in [1, 1e8]"),
         "sampler": Key("exact", "str", "chain move", choices=("exact", "euler", "mala")),
-        "backend": Key("particles", "str", "simulated chains or the exact N -> infinity moments",
-                       choices=("particles", "moments")),
+        "backend": Key("particles", "str", "simulated chains, the exact N -> infinity moments (quadratic "
+                       "energies) or the exact 1-D Fokker-Planck density", choices=("particles", "moments",
+                                                                                     "fokker_planck")),
         "n_chains": Key(100_000, "int", "chains per replica", lambda v: 0 < v <= 100_000_000,
                         "an integer in [1, 1e8]"),
         "n_replicas": Key(4, "int", "independent replicas (errors); moments uses 1", lambda v: 0 < v <= 10_000,
@@ -100,6 +130,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "output": {
         "temperature_kelvin": Key(300.0, "float", "temperature for energy_joules", _pos, "a positive number"),
+        "free_energy": Key("auto", "str", "Delta F: exact where known, else the estimator (auto = exact or ais)",
+                           choices=("auto", "exact", "ais", "ti", "jarzynski")),
         "record_every": Key(1, "int", "history row every this many updates", _pos, "a positive integer"),
         "checkpoint_every": Key(100, "int", "with --out: checkpoint every this many updates (0: only at "
                                 "replica ends and on SIGINT/SIGTERM)", _nonneg, "a non-negative integer"),
@@ -127,6 +159,10 @@ def _coerce(kind: str, value):
 
 _EXPECT = {"float": "a finite number", "int": "an integer", "str": "a string", "bool": "true or false",
            "floats": "a finite number or a list of finite numbers"}
+
+
+def dyn_backend(cfg: dict) -> str:
+    return cfg["dynamics"]["backend"]
 
 
 def resolve(raw: dict) -> dict:
@@ -164,8 +200,21 @@ def resolve(raw: dict) -> dict:
         problems.append(f"schedule.kind = '{out['schedule']['kind']}' needs energy.kind = 'harmonic'")
     if out["schedule"]["kind"] == "prepared" and d["kind"] != "gaussian":
         problems.append("schedule.kind = 'prepared' needs data.kind = 'gaussian' (the preparation needs the target)")
-    for table, name in (("energy", "theta0"), ("energy", "mean0"), ("energy", "variance0"),
-                        ("data", "mean"), ("data", "variance")):
+    family = e["kind"] in EXPFAMILY_THETA0
+    if family and e["dim"] != 1:
+        problems.append(f"energy.kind = '{e['kind']}' is one-dimensional: energy.dim must be 1")
+    if d["kind"] == "model" and not family:
+        problems.append("data.kind = 'model' needs a 1-D family energy (double_well or quartic)")
+    if family and "theta0" in raw.get("energy", {}) and len(out["energy"]["theta0"]) != 2:
+        problems.append(f"energy.theta0 of '{e['kind']}' needs 2 numbers, got {out['energy']['theta0']!r}")
+    if d["kind"] == "model" and len(d["theta"]) != 2:
+        problems.append(f"data.theta needs 2 numbers, got {d['theta']!r}")
+    if dyn_backend(out) == "moments" and family:
+        problems.append(f"dynamics.backend = 'moments' needs a quadratic energy, not '{e['kind']}'")
+    if dyn_backend(out) == "fokker_planck" and e["dim"] != 1:
+        problems.append("dynamics.backend = 'fokker_planck' needs energy.dim = 1")
+    for table, name in ((("energy", "theta0"),) if not family else ()) + (("energy", "mean0"),
+                        ("energy", "variance0"), ("data", "mean"), ("data", "variance")):
         v = out[table][name]
         if isinstance(v, list) and len(v) not in (1, e["dim"]):
             problems.append(f"{table}.{name} has {len(v)} entries but energy.dim = {e['dim']}")
@@ -220,18 +269,31 @@ def build(cfg: dict) -> dict:
     """Objects for ``train`` from a resolved config: keyword arguments of ``mindiss.train``."""
     from . import data as _data
     from . import schedules as S
+    import torch
+
     from .energies import Gaussian, HarmonicTrap
+    from .expfamily import ExpFamily
 
     e, d, s, dyn, out = (cfg[t] for t in ("energy", "data", "schedule", "dynamics", "output"))
     dim, mu, T = e["dim"], dyn["mobility"], dyn["duration"]
     if e["kind"] == "harmonic":
         energy = HarmonicTrap(e["variance"], dim)
         theta0 = (e["theta0"] * dim) if len(e["theta0"]) == 1 else e["theta0"]
+    elif e["kind"] in EXPFAMILY_THETA0:
+        energy = ExpFamily.tilted_double_well() if e["kind"] == "double_well" else ExpFamily.quartic()
+        theta0 = e["theta0"] if len(e["theta0"]) == 2 else EXPFAMILY_THETA0[e["kind"]]
     else:
         energy = Gaussian(dim)
         theta0 = Gaussian.natural(e["mean0"] * (dim if len(e["mean0"]) == 1 else 1),
                                   e["variance0"] * (dim if len(e["variance0"]) == 1 else 1)).tolist()
-    data = _data.Gaussian(d["mean"], d["variance"], dim=dim) if d["kind"] == "gaussian" else _data.load(d["path"])
+    if d["kind"] == "gaussian":
+        data = _data.Gaussian(d["mean"], d["variance"], dim=dim)
+    elif d["kind"] == "model":
+        gen = torch.Generator().manual_seed(dyn["seed"] + 1)
+        data = energy.sample_equilibrium(torch.tensor(d["theta"], dtype=torch.float64), d["n_samples"], gen=gen,
+                                         dtype=torch.float64)
+    else:
+        data = _data.load(d["path"])
     chains = None
     kind = s["kind"]
     if kind == "optimal":
@@ -241,6 +303,13 @@ def build(cfg: dict) -> dict:
     elif kind == "prepared":
         schedule = S.optimal_harmonic_prepared(energy.variance, mu, T)
         chains = (S.prepared_chain_mean(theta0, list(data.mean), energy.variance, mu, T), energy.variance)
+    elif kind in ("natural_gradient", "friction"):
+        tau = s["tau"] if s["tau"] in ("auto", "online") else float(s["tau"])
+        if kind == "natural_gradient":
+            schedule = S.natural_gradient(T, tau=tau, fisher=s["fisher"], tau_refresh=s["tau_refresh"])
+        else:
+            schedule = S.friction(T, tau="auto" if tau == "online" else tau,
+                                  estimate="exact" if dyn["backend"] != "particles" else "pilot")
     else:
         extra = {"exponential": {"decay": s["decay"]},
                  "step": {"n_drops": s["n_drops"], "factor": s["factor"]}}.get(kind, {})
@@ -251,10 +320,13 @@ def build(cfg: dict) -> dict:
                                     duration=T, n_steps=dyn["n_steps"], **extra)
         else:
             schedule = S.BASELINES[kind](s["scale"], T, **extra)
+        if s["preconditioner"] != "none":
+            schedule = S.preconditioned(schedule, s["preconditioner"])
     backend = dyn["backend"]
     return dict(energy=energy, data=data, schedule=schedule, theta0=theta0, mobility=mu,
                 n_steps=dyn["n_steps"], n_chains=dyn["n_chains"],
-                n_replicas=1 if backend == "moments" else dyn["n_replicas"], sampler=dyn["sampler"],
+                n_replicas=1 if backend in ("moments", "fokker_planck") else dyn["n_replicas"],
+                sampler=dyn["sampler"], free_energy=out["free_energy"],
                 backend=backend, seed=dyn["seed"], dtype=dyn["dtype"], device=dyn["device"],
                 chains=chains, data_term=d["term"], record_every=out["record_every"],
                 checkpoint_every=out["checkpoint_every"],
