@@ -26,3 +26,11 @@ def test_readme_python_block_runs(capsys):
     assert "bound W* = 8.3333 kT" in out
     w_ex, identity = re.search(r"moments backend: W_ex = ([\d.]+), KL_T \+ entropy production = ([\d.]+)", out).groups()
     assert w_ex == identity
+
+
+def test_readme_general_potentials_block_runs(capsys):
+    block = re.findall(r"```python\n(.*?)```", README, re.S)[1]
+    exec(compile(block, "README.md", "exec"), {"md": __import__("mindiss")})
+    out = capsys.readouterr().out.splitlines()
+    assert "fisher-full" in out[0] and "Fokker-Planck" in out[0]
+    assert "+-" in out[1]
