@@ -201,3 +201,14 @@ def test_bad_preconditioner_input_is_named():
     with pytest.raises(md.InputError, match="low-rank"):
         md.train(md.HarmonicTrap(), md.data.Gaussian(mean=1.0, variance=1.0),
                  schedule=S.natural_gradient(1.0, fisher="lowrank"), theta0=[0.0], backend="moments")
+
+
+def test_natural_gradient_with_a_custom_alpha_is_that_schedule_times_the_inverse_fisher():
+    energy = md.HarmonicTrap(variance=2.0)
+    data = md.data.Gaussian(mean=1.0, variance=2.0)
+    kw = dict(theta0=[0.0], n_steps=20, backend="moments")
+    a = md.train(energy, data, schedule=S.natural_gradient(1.0, alpha=S.constant(0.7, 1.0), fisher="exact"), **kw)
+    b = md.train(energy, data, schedule=S.constant(0.7 * 2.0, 1.0), **kw)      # I^-1 = s = 2
+    assert np.allclose(a.thetas, b.thetas, rtol=1e-13, atol=1e-14)
+    with pytest.raises(md.InputError, match="alpha"):
+        S.natural_gradient(1.0, alpha=S.constant(0.7, 2.0))

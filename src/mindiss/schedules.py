@@ -185,7 +185,8 @@ def _matrix_schedule(name, duration, tau, preconditioner, tau_refresh) -> Schedu
     return replace(base, at_tau=lambda value: replace(alpha(T, value), name=name, preconditioner=preconditioner))
 
 
-def natural_gradient(duration: float, *, tau="auto", fisher="full", tau_refresh: int = 0, **fisher_kwargs) -> Schedule:
+def natural_gradient(duration: float, *, tau="auto", fisher="full", tau_refresh: int = 0, alpha=None,
+                     **fisher_kwargs) -> Schedule:
     """eta(t) = alpha(t) I(theta)^-1: the paper's minimal-dissipation learning-rate matrix, a
     natural-gradient flow on the MLE objective with the rate alpha(t) (see ``alpha``).
 
@@ -193,10 +194,16 @@ def natural_gradient(duration: float, *, tau="auto", fisher="full", tau_refresh:
     from the persistent chains at every update. ``tau``: a number, "auto" (tau = tr(I^-1 zeta)/P,
     exact where known, else from a pilot run on a clone of the chains at the start) or "online"
     (re-estimated every ``tau_refresh`` updates; the remaining interior rates follow it).
+    ``alpha``: another scalar Schedule to use instead of the paper's alpha(t) (then tau is unused),
+    e.g. ``constant(0.5, T)`` for plain natural-gradient descent.
     """
     from .preconditioners import Fisher, Preconditioner
 
     pre = fisher if isinstance(fisher, Preconditioner) else Fisher(fisher, **fisher_kwargs)
+    if alpha is not None:
+        if not isinstance(alpha, Schedule) or not math.isclose(alpha.duration, float(duration), rel_tol=1e-12):
+            raise InputError("alpha must be a Schedule with the same duration")
+        return replace(alpha, name=f"natural-gradient({alpha.name}, {pre.name})", preconditioner=pre)
     if tau == "online" and tau_refresh < 1:
         raise InputError("tau='online' needs tau_refresh >= 1 (updates between estimates)")
     return _matrix_schedule(f"natural-gradient({pre.name})", duration, tau, pre, tau_refresh)
