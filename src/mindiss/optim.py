@@ -174,6 +174,13 @@ class MinimalDissipation(torch.optim.Optimizer):
         defaults = {"lr": float(lr), "fisher": fisher, "damping": damping, "step": 0, **_plan_groups_keys(d)}
         super().__init__(params, defaults)
 
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__}({self.updates_done} of {self.n_updates} planned updates done)"]
+        for i, g in enumerate(self.param_groups):
+            lines.append(f"  group {i}: lr={g['lr']}, fisher={g['fisher']}, damping={g['damping']}, "
+                         f"{len(g['params'])} tensors")
+        return "\n".join(lines)
+
     # -- plan bookkeeping ------------------------------------------------------------------
     @property
     def n_updates(self) -> int:

@@ -13,6 +13,7 @@ under-reports the true loss by exactly the dissipated work). Ledgers are float64
 """
 from __future__ import annotations
 
+import inspect
 import math
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -136,7 +137,16 @@ class WorkTracker:
 
     # -- evaluation ----------------------------------------------------------------------------
     def _needs_theta(self) -> bool:
-        return self._mindiss
+        """Whether energy_fn takes theta (a mindiss Energy, or a callable with two required arguments)."""
+        if self._mindiss:
+            return True
+        fn = self.energy_fn.forward if isinstance(self.energy_fn, torch.nn.Module) else self.energy_fn
+        try:
+            params = inspect.signature(fn).parameters.values()
+        except (TypeError, ValueError):
+            return False
+        positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        return sum(p.kind in positional and p.default is p.empty for p in params) >= 2
 
     def energies(self, x, theta=None) -> torch.Tensor:
         """E_theta(x) per chain, float64 (N,), no autograd graph."""
@@ -252,7 +262,8 @@ class WorkTracker:
         initial chains, theta_0 -> theta_T, MALA; needs ``gen``), "bar" (Bennett: AIS forward plus the
         reverse switch from the final chains after a MALA burn-in; needs ``gen``), "none", or "auto"
         (exact where known, else "ais" when ``gen`` is given, else "jarzynski"). ``estimator``:
-        keyword arguments for the AIS switch (``n_intermediate``, ``n_mcmc``, ``dt``, ``mobility``).
+        keyword arguments for the AIS switch (``n_intermediate``, ``n_mcmc``, ``dt``, ``mobility``; BAR also
+        ``n_burn``, the MALA moves that equilibrate the final chains at theta_T before the reverse switch).
         """
         if self.energy_now is None:
             raise InputError("nothing tracked yet")
@@ -306,6 +317,7 @@ class WorkTracker:
         from . import free_energy as fe
 
         kw = {"n_intermediate": 50, "n_mcmc": 1, "dt": 0.01, "mobility": 1.0, **estimator}
+        n_burn = int(kw.pop("n_burn", 200))
         x0 = self.x0.to(F64)
         if method == "ais":
             est = fe.ais(energy, th0, th1, n_chains=x0.shape[0], gen=gen, x0=x0, **kw)
@@ -315,7 +327,7 @@ class WorkTracker:
         from .samplers import MALA
 
         mala = MALA()
-        for _ in range(int(estimator.get("n_burn", 200))):
+        for _ in range(n_burn):
             y = mala.step(energy, th1, y, dt=kw["dt"], mobility=kw["mobility"], gen=gen)
         rev = fe.switching_work(energy, th1, th0, n_chains=y.shape[0], gen=gen, x0=y, **kw)
         est = fe.bar(fwd, rev)
