@@ -333,8 +333,6 @@ def test_bad_input_is_refused():
         md.train(trap, data, preconditioner="fisher-lowrank", **kw)
 
 
-@pytest.mark.xfail(strict=True, reason="train.py _notes/_summarise report a MALA O(dt) bias and a NaN acceptance "
-                                       "rate on the fokker_planck backend, whose move is exact and ignores the sampler")
 def test_sampler_caveats_are_not_reported_for_the_exact_grid_move():
     energy = md.ExpFamily.tilted_double_well()
     data = energy.sample_equilibrium(t64(*DW_TARGET), 500, gen=torch.Generator().manual_seed(0), dtype=torch.float64)

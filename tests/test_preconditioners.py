@@ -212,3 +212,17 @@ def test_natural_gradient_with_a_custom_alpha_is_that_schedule_times_the_inverse
     assert np.allclose(a.thetas, b.thetas, rtol=1e-13, atol=1e-14)
     with pytest.raises(md.InputError, match="alpha"):
         S.natural_gradient(1.0, alpha=S.constant(0.7, 2.0))
+
+
+def test_woodbury_lowrank_equals_the_dense_damped_solve_when_rank_is_below_p():
+    g = torch.randn(40, 120, generator=_gen(5), dtype=torch.float64)
+    b = torch.randn(120, generator=_gen(6), dtype=torch.float64)
+    f = pc.Fisher("lowrank", damping=1e-2, ema=0.5, rank=40)
+    f.observe(pc.GradStats(g.mean(0), samples=g), None)
+    f.observe(pc.GradStats(g.mean(0), samples=torch.flip(g, [0]) * 1.5), None)
+    x = f.apply(b)
+    assert f.report()["solver"] == "woodbury"
+    assert torch.allclose(x, torch.linalg.solve(f.matrix(), b), rtol=1e-9, atol=1e-11)
+    d = pc.Fisher("diag", damping=0.0)
+    d.observe(pc.GradStats(g.mean(0), samples=g), None)
+    assert torch.allclose(d.estimate, torch.diagonal(pc.fisher_from_samples(g)), rtol=1e-12)

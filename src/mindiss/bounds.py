@@ -241,8 +241,10 @@ class GaussianBound:
         Valid on 0 < t < T; at t = 0 and t = T it gives the interior limits (after / before the jumps).
         """
         tt = np.asarray(t, float)
-        if np.any(~np.isfinite(tt)) or np.any(tt < 0) or np.any(tt > self.duration):
+        slack = 1e-12 * self.duration   # k * (T / n) may exceed T by one rounding unit
+        if np.any(~np.isfinite(tt)) or np.any(tt < -slack) or np.any(tt > self.duration + slack):
             raise InputError(f"t must lie in [0, duration = {self.duration}]")
+        tt = np.clip(tt, 0.0, self.duration)
         mu, T = self.mobility, self.duration
         a0, s0 = np.asarray(self.mean0), np.asarray(self.variance0)
         mT, vT = np.asarray(self.chain_mean_end), np.asarray(self.chain_variance_end)

@@ -74,7 +74,8 @@ class ParticleChains:
             return GradStats(g.mean(0), samples=g)
         mean = self.mean_grad_theta(energy, theta)
         if needs == "subsample":
-            idx = torch.randperm(self.n_chains, generator=gen, device=gen.device)[:rows].to(self.x.device)
+            # rows drawn with replacement: O(rows), not a permutation of all N chains
+            idx = torch.randint(self.n_chains, (rows,), generator=gen, device=gen.device).to(self.x.device)
             return GradStats(mean, samples=energy.grad_theta(self.x[idx], theta).to(torch.float64))
         return GradStats(mean)
 

@@ -272,7 +272,8 @@ class FokkerPlanck1D:
         lam = float(out.max())
         method = self.method
         if method == "auto":
-            method = "uniformization" if lam * dt <= _UNIFORMIZATION_MAX else "eigh"
+            # uniformisation costs ~ lam dt x n per move, the eigen-decomposition ~ n^2 once per theta
+            method = "uniformization" if lam * dt <= max(_UNIFORMIZATION_MAX, 2.0 * len(self.x)) else "eigh"
         op["method"] = method
         if method == "eigh":
             # Detailed balance: S = D^-1/2 Q D^1/2 (D = diag pi) is symmetric tridiagonal with

@@ -192,6 +192,9 @@ class OptimalGaussianMatrix(Preconditioner):
         m = a - chain[:d]
         v = 2.0 * chain[d:] + (a - m) * (a + m)
         b, k = self.bound, self.k
+        if k > self.n + 1:
+            raise InputError(f"the run has more than the n + 2 = {self.n + 2} updates of this matrix's schedule: "
+                             "run it with its own schedule")
         if k == 0:
             a_new, s_new = np.asarray(b.theta_after_start, float).T
         elif k <= self.n:
@@ -277,6 +280,8 @@ class PerUpdateDiagonal(Preconditioner):
             raise InputError(f"the rates are for {self.table.shape[1]} parameters, the energy has {ctx.energy.n_params}")
 
     def apply(self, g):
+        if self.k >= self.table.shape[0]:
+            raise InputError(f"the run has more than the {self.table.shape[0]} updates of this matrix's schedule")
         lr = 1.0 if self.k in (0, self.table.shape[0] - 1) else self.dt
         r = torch.as_tensor(self.table[self.k] / lr, dtype=g.dtype, device=g.device)
         self.k += 1
@@ -425,6 +430,12 @@ class Optimal1D:
     n_knots: int
     mobility: float
     x: np.ndarray = field(repr=False, compare=False, default=None)   # raw parameters (warm starts)
+
+    @property
+    def negative_rates(self) -> int:
+        """How many integrated rates are negative (the landing impulse may need one: then the optimum is
+        not a positive learning rate in that parameter)."""
+        return int(np.sum(self.lr_diagonal < 0))
 
     @property
     def train_kwargs(self) -> dict:
@@ -607,16 +618,14 @@ def optimise_1d(energy, data_samples, theta0, *, duration: float, mobility: floa
             jac[P * K + P:] = -gr.numpy()
             return target - float(val.detach()), jac
 
-        cache = {}
-
-        def cons_f(xn):
-            cache["c"] = cons(xn)
-            return cache["c"][0]
-
         res = minimize(objective, x0, jac=True, method="SLSQP",
-                       constraints=[{"type": "ineq", "fun": cons_f, "jac": lambda xn: cons(xn)[1]}],
+                       constraints=[{"type": "ineq", "fun": lambda xn: cons(xn)[0], "jac": lambda xn: cons(xn)[1]}],
                        options={"maxiter": max_iter, "ftol": tol})
         method = "SLSQP, end point constrained by L(theta_f) <= target_loss"
+    converged = bool(res.success)
+    if not converged and landing:   # L-BFGS-B's line search can stall at rounding level: judge by the gradient
+        val, grad = objective(res.x)
+        converged = bool(np.max(np.abs(grad)) <= 1e-7 * (1.0 + abs(val)))
     x = torch.as_tensor(res.x, dtype=torch.float64)
     with torch.no_grad():
         out = forward(x)
@@ -630,7 +639,7 @@ def optimise_1d(energy, data_samples, theta0, *, duration: float, mobility: floa
                             "n_steps": n, "backend": backend, "grid": grid})
     return Optimal1D(schedule=sched, excess_work=float(w_ex), final_loss=float(_true_loss(model, theta_T)),
                      target_loss=target, loss_min=loss_min, loss_start=loss_start, theta_final=theta_T.tolist(),
-                     theta_mle=theta_mle.tolist(), lr_diagonal=table, converged=bool(res.success),
+                     theta_mle=theta_mle.tolist(), lr_diagonal=table, converged=converged,
                      iterations=int(res.nit), evaluations=int(res.nfev), message=str(res.message), method=method,
                      backend=backend, grid=grid, n_steps=n, n_knots=K, mobility=mu, x=np.asarray(res.x))
 
@@ -731,7 +740,9 @@ class HarmonicProblem:
         if np.any(loss < lmin - 1e-12 * max(1.0, abs(lmin))):
             raise UnreachableLossError(f"final loss {np.min(loss):.10g} lies below the least loss {lmin:.10g} "
                                        "(unreachable final loss)")
-        r = np.sqrt(2.0 * self.variance * np.maximum(loss - lmin, 0.0))
+        excess = loss - lmin
+        excess = np.where(excess <= 8 * np.finfo(float).eps * max(1.0, abs(lmin)), 0.0, excess)  # L rounded: sqrt
+        r = np.sqrt(2.0 * self.variance * excess)
         covered = np.maximum(float(np.linalg.norm(self.target - self.theta0)) - r, 0.0)
         if n_steps is None:
             return _bounds.harmonic_excess_work(self.variance, self.mobility, self.duration, covered)
@@ -790,7 +801,7 @@ class GaussianProblem:
                 1.0 / self.variance0, 1.0 / s, self.duration, self.mobility).excess_work
             return max(dist - r, 0.0) ** 2 / (u + 2.0 * s) + var
 
-        if room(vd) <= 0.0:
+        if room(vd) <= 16 * np.finfo(float).eps * vd * max(1.0, abs(ell)):   # at the least loss (to rounding)
             return work(vd)
         lo, hi = vd, vd
         while room(lo) > 0:
@@ -911,6 +922,8 @@ def dissipation_ratio(point, front: ParetoFront) -> float:
     inf for a schedule that dissipates while ending no better than it started).
 
     ``point``: a ``TrainResult`` (its ``final_loss`` and ``excess_work``) or a pair (final loss, W_ex).
+    Near the least loss the front is steep (W* falls like sqrt(L - L_min)), so a final loss rounded by
+    eps |L| moves the ratio by O(sqrt(eps)) ~ 1e-8; losses within 8 eps |L_min| of the least count as landed.
     """
     if hasattr(point, "final_loss") and hasattr(point, "excess_work"):
         loss, work = float(point.final_loss), float(point.excess_work)

@@ -81,6 +81,15 @@ def lowrank_fisher_matvec(blocks, damping: float):
     return matvec
 
 
+def woodbury_solve(blocks, damping: float, g: torch.Tensor) -> torch.Tensor:
+    """(lambda + C^T C)^-1 g with C the stacked blocks sqrt(w_b / n_b) C_b (r x P, r < P), by the
+    Woodbury identity: (g - C^T (lambda + C C^T)^-1 C g) / lambda; an r x r solve, no P x P matrix."""
+    C = torch.cat([math.sqrt(w / b.shape[0]) * b for w, b in blocks]).to(g.dtype)
+    small = C @ C.T
+    small.diagonal().add_(damping)
+    return (g - C.T @ torch.linalg.solve(small, C @ g)) / damping
+
+
 def integrated_autocorrelation(series: torch.Tensor, dt: float, *, c: float = 5.0, max_lag: int | None = None):
     """Friction tensor from per-chain time series of d_theta E at equilibrium.
 
@@ -290,8 +299,14 @@ class Fisher(Preconditioner):
             scale = sum(w * float((b * b).sum()) / b.shape[0] for w, b in self.estimate) / c.shape[1]
             self.damping = _damping_value(self.damping_spec, scale, self.relative_damping)
             return
-        cov = stats.cov if stats.cov is not None else fisher_from_samples(stats.samples)
-        new = torch.diagonal(cov).clone() if self.kind == "diag" else cov
+        if self.kind == "diag":   # column variances only: O(N P), never the P x P covariance
+            if stats.cov is not None:
+                new = torch.diagonal(stats.cov).clone()
+            else:
+                c = stats.samples - stats.samples.mean(0)
+                new = (c * c).sum(0) / max(c.shape[0] - 1, 1)
+        else:
+            new = stats.cov if stats.cov is not None else fisher_from_samples(stats.samples)
         if self.estimate is None or beta == 0:
             self._acc = (1.0 - beta) * new
         else:
@@ -322,6 +337,10 @@ class Fisher(Preconditioner):
             return g / (self.estimate + self.damping)
         if self.kind == "full":
             return torch.linalg.solve(self.matrix().to(g.device), g)
+        P = g.shape[0]
+        r = sum(b.shape[0] for _, b in self.estimate)
+        if r < P and self.damping > 0:
+            return woodbury_solve(self.estimate, self.damping, g)
         x, it, _ = conjugate_gradient(lowrank_fisher_matvec(self.estimate, self.damping), g,
                                       tol=self.cg_tol, max_iter=self.cg_max_iter)
         self.cg_iterations.append(it)
@@ -330,8 +349,8 @@ class Fisher(Preconditioner):
     def report(self) -> dict:
         out = {"name": self.name, "damping": self.damping, "ema": self.ema}
         if self.kind == "lowrank":
-            out.update(rank=self.rank, cg_iterations_mean=float(np.mean(self.cg_iterations))
-                       if self.cg_iterations else 0.0)
+            out.update(rank=self.rank, solver="cg" if self.cg_iterations else "woodbury",
+                       cg_iterations_mean=float(np.mean(self.cg_iterations)) if self.cg_iterations else 0.0)
         return out
 
 
@@ -442,9 +461,15 @@ class PreconditionContext:
     chain backend, the sampler and the interior step. ``gen`` is a generator of its own (derived
     from the replica seed) so that pilot runs and subsamples never perturb the chains' stream."""
 
-    def __init__(self, energy, theta, state, sampler, mobility: float, dt: float, gen: torch.Generator):
+    def __init__(self, energy, theta, state, sampler, mobility: float, dt: float, gen: torch.Generator,
+                 dts=None):
         self.energy, self.theta, self.state, self.sampler = energy, theta, state, sampler
         self.mobility, self.dt, self.gen = mobility, dt, gen
+        #: the run's layout: chain-move length after each update, the current update index and
+        #: the per-update scalar learning rates (set by ``train`` before each update)
+        self.dts = None if dts is None else np.asarray(dts, float)
+        self.k = 0
+        self.lrs = None
 
     def friction(self, kind: str = "pilot", rows: int = 1024, dt: float | None = None) -> dict:
         """{"friction", "fisher", "tau", "method", ...} at the current theta."""

@@ -142,9 +142,11 @@ def _summarise(runs, energy, theta0, dts, total_time, backend, sampler, n_chains
         sampler=sampler.name, duration=total_time, bound=bound,
         identity1_residual=float(max(ident)), first_law_residual=float(max(r["first_law"] for r in runs)),
         kl_initial=r0["kl_initial"], kl_final=r0["kl_final"], entropy_production=r0["entropy_production"],
-        acceptance_rate=sampler.acceptance_rate if sampler.name == "mala" else None,
+        acceptance_rate=sampler.acceptance_rate if sampler.name == "mala" and backend == "particles" else None,
         replica_excess_work=[float(e) for e in excess], replica_theta_final=finals.tolist(),
-        notes=_notes(energy, sampler, dts, mobility, len(runs), deterministic), history=r0["history"],
+        notes=(_notes(energy, sampler, dts, mobility, len(runs), deterministic) if backend != "fokker_planck" else
+               ["Fokker-Planck backend: the chain density moves by the exact generator on the grid (the "
+                "sampler is not used); errors are the grid's O(h^2)."]), history=r0["history"],
         thetas=r0["thetas"], dts=np.asarray(dts, float), temperature_kelvin=temperature_kelvin,
         chain_work=r0["chain_work"], final_chains=r0["final_chains"],
         preconditioner=r0["preconditioner"], tau_estimates=r0["taus"],

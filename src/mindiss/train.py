@@ -234,7 +234,7 @@ def train(energy: Energy, data, *, schedule, theta0, mobility: float = 1.0, dura
             if pre_proto is not None or _tau_mode(schedule):
                 pgen = torch.Generator(device=device).manual_seed((chain_seed * 7919 + 104729) % (2**63))
                 dt_int = float(np.max(dts)) if len(dts) else 0.0
-                run.ctx = PreconditionContext(energy, theta_start, state, sampler_obj, mobility, dt_int, pgen)
+                run.ctx = PreconditionContext(energy, theta_start, state, sampler_obj, mobility, dt_int, pgen, dts)
                 run.pre = pre_proto.fresh() if pre_proto is not None else None
                 if run.pre is not None:
                     run.pre.start(run.ctx)
@@ -388,7 +388,7 @@ def _run_replica(run: _Run, dts, path, mobility, sampler, record_every, observer
         if pre is None:
             g = data_grad(theta) - state.mean_grad_theta(energy, theta)
         else:
-            run.ctx.theta = theta
+            run.ctx.theta, run.ctx.k, run.ctx.lrs = theta, k, run.lrs
             stats = state.grad_theta_stats(energy, theta, pre.needs, pre.rows, run.ctx.gen)
             g = data_grad(theta) - stats.mean
         if not bool(torch.isfinite(g).all()):

@@ -17,6 +17,7 @@ ORDER = (
     "work_fluctuations",
     "energy_floor",
     "natural_gradient",
+    "exact_optima",
 )
 
 
