@@ -39,3 +39,14 @@ def plot_axes():
         return n
 
     return count
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op torch thread: small tensors on 2 shared cores only gain contention from more."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -13,13 +13,8 @@ from mindiss.errors import InputError
 from mindiss.optim import MinimalDissipation, MinimalDissipationLR, per_chain_grads, plan
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors on 2 shared cores: intra-op threads only add contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 S, MU, T, N_STEPS = 0.5, 1.3, 2.0, 20

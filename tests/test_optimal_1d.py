@@ -26,13 +26,8 @@ from mindiss import optimal
 S, MU, T, TH0, XBAR = 0.5, 1.3, 2.0, -0.4, 1.7
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small dense matrices: one intra-op thread (two threads on two shared cores stall under load)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def trap(n, target_loss=None, **kwargs):

@@ -25,12 +25,8 @@ S, MU, T, TH0, XBAR = 0.5, 1.3, 2.0, -0.4, 1.7
 GAUSS = (-0.4, 0.5, 1.7, 1.2, 1.3, 2.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_harmonic_front_matches_a_search_over_end_points():

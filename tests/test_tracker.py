@@ -14,13 +14,8 @@ from mindiss.tracker import WorkReport, WorkTracker, combine
 from mindiss.train import _seeds
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors on 2 shared cores: intra-op threads only add contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # theory.md section 5, check 1: s = 0.5, mu = 1.3, T = 2, theta_0 = -0.4, xbar = 1.7 (W* = 1.225)

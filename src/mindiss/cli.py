@@ -40,6 +40,24 @@ def _print_json(obj) -> None:
     typer.echo(json.dumps(obj, indent=2, sort_keys=True, allow_nan=False))
 
 
+def _print_bound(out: dict, title: str, as_json: bool, sep: str) -> None:
+    """A bound's figures as one JSON object or a table (vectors joined by ``sep``)."""
+    if as_json:
+        _print_json(out)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    def fmt(v):
+        return sep.join(fmt(a) for a in v) if isinstance(v, list) else f"{v:.10g}"
+
+    t = Table(title=title)
+    t.add_column("quantity"); t.add_column("value", justify="right")
+    for k, v in out.items():
+        t.add_row(k, fmt(v))
+    Console().print(t)
+
+
 @bound_app.command("harmonic")
 def bound_harmonic(
     variance: float = typer.Option(..., help="trap variance s (> 0)"),
@@ -59,17 +77,7 @@ def bound_harmonic(
                "temperature_kelvin": temperature_kelvin}
     except InputError as exc:
         _fail(exc, 2)
-    if as_json:
-        _print_json(out)
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title="Harmonic trap: minimal-dissipation learning (kT = 1)")
-    t.add_column("quantity"); t.add_column("value", justify="right")
-    for k, v in out.items():
-        t.add_row(k, ", ".join(f"{a:.10g}" for a in v) if isinstance(v, list) else f"{v:.10g}")
-    Console().print(t)
+    _print_bound(out, "Harmonic trap: minimal-dissipation learning (kT = 1)", as_json, ", ")
 
 
 @bound_app.command("gaussian")
@@ -96,22 +104,7 @@ def bound_gaussian(
                "temperature_kelvin": temperature_kelvin}
     except InputError as exc:
         _fail(exc, 2)
-    if as_json:
-        _print_json(out)
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    def fmt(v):
-        if isinstance(v, list):
-            return "; ".join(fmt(a) for a in v)
-        return f"{v:.10g}"
-
-    t = Table(title="Learnable-variance Gaussian: minimal-dissipation learning (kT = 1)")
-    t.add_column("quantity"); t.add_column("value", justify="right")
-    for k, v in out.items():
-        t.add_row(k, fmt(v))
-    Console().print(t)
+    _print_bound(out, "Learnable-variance Gaussian: minimal-dissipation learning (kT = 1)", as_json, "; ")
 
 
 @schedule_app.command("harmonic")
