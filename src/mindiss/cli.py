@@ -299,13 +299,15 @@ def _print_summary(res) -> None:
         Console(stderr=True).print(f"[yellow]note:[/] {note}")
 
 
+from .experiments import ORDER as _EXPERIMENTS  # noqa: E402  (light: experiment modules load lazily)
+
+
 @app.command("reproduce")
 def reproduce_cmd(
     out: Path = typer.Option(Path("mindiss-report"), "--out", help="output folder"),
-    quick: bool = typer.Option(False, "--quick", help="smaller runs (under 2 minutes on 2 cores)"),
-    only: Optional[list[str]] = typer.Option(None, "--only", help="run only this experiment (repeat the flag for several): optimal_schedule, "
-                                          "dissipation_vs_duration, bias_identity, dissipation_split, unknown_targets, "
-                                          "work_fluctuations, energy_floor"),
+    quick: bool = typer.Option(False, "--quick", help="smaller runs (a few minutes on 2 cores)"),
+    only: Optional[list[str]] = typer.Option(None, "--only", help="run only this experiment (repeat the flag for "
+                                             "several): " + ", ".join(_EXPERIMENTS)),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON object"),
 ):

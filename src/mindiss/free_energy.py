@@ -18,7 +18,6 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
-from scipy.optimize import brentq
 
 from .errors import InputError, require_positive, require_positive_int
 from .samplers import make_sampler
@@ -178,6 +177,8 @@ def bar(work_forward, work_reverse) -> FreeEnergyEstimate:
 
     with f_F = f(M + W_F - Delta F), f_R = f(-M + W_R + Delta F). Independent samples assumed.
     """
+    from scipy.optimize import brentq  # lazy: scipy.optimize costs ~1 s at import
+
     wf, wr = _samples("work_forward", work_forward), _samples("work_reverse", work_reverse)
     nf, nr = wf.size, wr.size
     m = math.log(nf / nr)
