@@ -28,6 +28,8 @@ class ParticleChains:
     First law per chain: E_{theta_T}(x_T) - E_{theta_0}(x_0) = work + heat.
     """
 
+    particles = True   # simulated chains (per-chain states and ledgers), not a density
+
     def __init__(self, x: torch.Tensor, energy: Energy, theta: torch.Tensor):
         if x.ndim != 2 or x.shape[1] != energy.dim:
             raise InputError(f"chain states must have shape (n_chains, {energy.dim}), got {tuple(x.shape)}")
@@ -52,6 +54,10 @@ class ParticleChains:
     @property
     def n_chains(self) -> int:
         return self.x.shape[0]
+
+    def head(self, n: int) -> torch.Tensor:
+        """The first ``n`` chain states."""
+        return self.x[:n]
 
     def chain_mean(self) -> torch.Tensor:
         if self._mean is None:
@@ -104,6 +110,9 @@ class ParticleChains:
 
     def first_law_residual(self, energy, theta) -> float:
         """max_i |E_{theta}(x_i) - E_{theta_0}(x_i,0) - W_i - Q_i|, energies recomputed afresh."""
+        if self._out["energy"]:   # in the scratch buffer: no N-sized temporaries at 1e7 chains
+            e = energy.energy(self.x, theta, out=self._scratch)
+            return float(e.sub_(self.energy_start).sub_(self.work).sub_(self.heat).abs_().max())
         delta = energy.energy(self.x, theta) - self.energy_start
         return float((delta - self.work - self.heat).abs().max())
 

@@ -13,6 +13,7 @@ Identity 1 reads  L(theta_T) - L(theta_0) - (L_approx change) = W_ex = <W> - Del
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Callable, Sequence
 
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from . import backends as _backends
+from . import distributed as _dist
 from .backends import BACKENDS, DETERMINISTIC
 from .data import as_dataset
 from .energies import Energy
@@ -104,7 +106,7 @@ def train(energy: Energy, data, *, schedule, theta0, mobility: float = 1.0, dura
           progress: bool = False, keep_chains: bool = False, checkpoint=None,
           checkpoint_every: int = 0, resume: bool = False,
           stop: Callable[[], bool] | None = None, on_start: Callable[[], None] | None = None,
-          preconditioner=None, free_energy: str = "auto") -> TrainResult:
+          preconditioner=None, free_energy: str = "auto", shards: int | None = None) -> TrainResult:
     """Persistent-chain training of ``energy`` on ``data`` with a learning-rate ``schedule``.
 
     dx = -mu grad_x E dt + sqrt(2 mu) dW between updates; theta_new = theta - lr_k g_hat.
@@ -128,6 +130,12 @@ def train(energy: Energy, data, *, schedule, theta0, mobility: float = 1.0, dura
     ``mindiss.free_energy`` run per replica from the replica's initial chains, assumed in equilibrium
     at theta_0, with MALA at the run's step), "jarzynski" (from the run's own per-chain work: biased
     by the feedback of finite N, see theory.md), or "auto" (exact where known, else "ais").
+
+    ``shards``: cut the chains into this many equal blocks, each drawn and moved with its own
+    generator (``mindiss.distributed``). Inside an initialised ``torch.distributed`` process group
+    the blocks are spread over the ranks (default: one per rank) and every chain statistic is
+    all-reduced, so each rank returns the result of one process holding all blocks; only rank 0
+    writes checkpoints and shows progress (docs/distributed.md). Default without a group: 1 block.
     """
     from .preconditioners import make_preconditioner
 
@@ -150,6 +158,8 @@ def train(energy: Energy, data, *, schedule, theta0, mobility: float = 1.0, dura
         raise InputError("checkpoint_every needs a checkpoint path")
     if resume and not checkpoint:
         raise InputError("resume needs a checkpoint path")
+    comm = _dist.Comm()
+    shards = _dist.check_shards(shards, comm, backend)
     dtype = {"float32": torch.float32, "float64": torch.float64}.get(dtype, dtype)
     if dtype not in (torch.float32, torch.float64):
         raise InputError(f"dtype must be float32 or float64, got {dtype!r}")
@@ -186,16 +196,19 @@ def train(energy: Energy, data, *, schedule, theta0, mobility: float = 1.0, dura
                          theta_start, mobility, n_chains, n_replicas, sampler_obj.name, backend, seed,
                          str(dtype), str(device), _chains_key(chains), data_term, record_every, keep_chains,
                          getattr(schedule, "name", None), repr(getattr(schedule, "params", None)),
-                         _pre_key(pre_proto), free_energy)
-    ck = _ck.load(checkpoint, fp) if resume else None
-    if on_start is not None:
+                         _pre_key(pre_proto), free_energy, *([("shards", shards)] if shards > 1 else []))
+    ck = comm.from_root(lambda: _ck.load(checkpoint, fp)) if resume else None
+    if on_start is not None and comm.rank == 0:
         on_start()
     summaries = list(ck["completed"]) if ck else []
     if ck:
         sampler_obj.load_state_dict(ck["sampler"])
+    counters = sampler_obj.state_dict()   # the sampler's counters when last common to all ranks
+    if stop is not None and comm.world > 1:
+        stop = _stop_together(stop, comm)
 
     bar = None
-    if progress:
+    if progress and comm.rank == 0:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         bar = Progress(TextColumn("[bold]train[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -207,8 +220,10 @@ def train(energy: Energy, data, *, schedule, theta0, mobility: float = 1.0, dura
                             completed=len(summaries) * n_updates, rate="-", excess="-", loss="-")
 
     def save(run):
-        _ck.save(checkpoint, {"completed": summaries, "run": None if run is None else run.state_dict(),
-                              "sampler": sampler_obj.state_dict()}, fp)
+        payload = {"completed": summaries, "run": None if run is None else run.state_dict(),
+                   "sampler": _dist.reduce_counters(sampler_obj, counters, comm)}
+        if comm.rank == 0:
+            _ck.save(checkpoint, payload, fp)
 
     try:
         for replica, (chain_seed, data_seed) in enumerate(_seeds(seed, n_replicas)):
@@ -223,31 +238,45 @@ def train(energy: Energy, data, *, schedule, theta0, mobility: float = 1.0, dura
                 dgen = torch.Generator().manual_seed(data_seed)
                 draws = _G(dataset.mean.cpu().numpy(), dataset.variance.cpu().numpy()).sample(n_chains, gen=dgen)
                 data_r = as_dataset(draws, energy.dim, device=device)
-            gen = torch.Generator(device=device).manual_seed(chain_seed)
-            state = _backends.initial_chains(backend, energy, theta_start, chains, n_chains, gen, dtype,
-                                             data_r.samples)
+            if shards == 1:
+                gen = torch.Generator(device=device).manual_seed(chain_seed)
+                state = _backends.initial_chains(backend, energy, theta_start, chains, n_chains, gen, dtype,
+                                                 data_r.samples)
+            else:
+                gen = _dist.ShardGenerators(chain_seed, shards, comm, device)
+                state = _dist.ShardedParticleChains.start(energy, theta_start, chains, n_chains, gen, dtype,
+                                                          data_r.samples)
             run = _Run(energy, data_r, state, theta_start, gen, n_updates)
-            if isinstance(getattr(state, "x", None), torch.Tensor) and free_energy in ("auto", "ais", "ti") \
+            run.once = comm.count_once(sampler_obj)
+            if getattr(state, "particles", False) and free_energy in ("auto", "ais", "ti") \
                     and not math.isfinite(run.fe0):
-                run.x0 = state.x[:1024].to(torch.float64).clone()   # for a Delta F estimate after the run
+                run.x0 = state.head(1024).to(torch.float64).clone()   # for a Delta F estimate after the run
             run.lrs = None if lrs is None else lrs.copy()
             if pre_proto is not None or _tau_mode(schedule):
                 pgen = torch.Generator(device=device).manual_seed((chain_seed * 7919 + 104729) % (2**63))
                 dt_int = float(np.max(dts)) if len(dts) else 0.0
                 run.ctx = PreconditionContext(energy, theta_start, state, sampler_obj, mobility, dt_int, pgen, dts)
                 run.pre = pre_proto.fresh() if pre_proto is not None else None
-                if run.pre is not None:
-                    run.pre.start(run.ctx)
-                if _tau_mode(schedule):
-                    _retune(run, schedule, n_steps, 0)
+                if shards > 1 and run.pre is not None:
+                    run.stats_kw = {"reduce": _dist.fisher_reduction(run.pre)}
+                with run.once:
+                    if run.pre is not None:
+                        run.pre.start(run.ctx)
+                    if _tau_mode(schedule):
+                        _retune(run, schedule, n_steps, 0)
             if ck is not None and ck["run"] is not None and ck["run"]["replica"] == replica:
                 run.load_state_dict(ck["run"])
             run.replica = replica
             tick = _progress_tick(bar, task, replica * n_updates) if bar is not None else None
+            # observers run on every rank (they may read collective statistics of sharded chains)
             _run_replica(run, dts, path, mobility, sampler_obj, record_every,
                          observers if replica == 0 else (), tick,
                          save if checkpoint else None, checkpoint_every, stop, checkpoint,
                          (schedule, n_steps) if _tau_mode(schedule) == "online" else None)
+            if comm.world > 1:
+                comm.check_same(run.theta)
+                counters = _dist.reduce_counters(sampler_obj, counters, comm)
+                sampler_obj.load_state_dict(counters)
             summaries.append(_finish(run, energy, keep=replica == 0, keep_chains=keep_chains))
             _estimate_free_energy(summaries[-1], run, free_energy, sampler_obj, mobility, dts, chain_seed)
             if checkpoint:
@@ -258,6 +287,11 @@ def train(energy: Energy, data, *, schedule, theta0, mobility: float = 1.0, dura
 
     return _summarise(summaries, energy, theta_start, dts, total_time, backend, sampler_obj, n_chains, mobility,
                       temperature_kelvin, chains is None)
+
+
+def _stop_together(stop, comm):
+    """A stop request on any rank stops every rank at the same update (one all-reduce per update)."""
+    return lambda: comm.any(stop())
 
 
 def _progress_tick(bar, task, offset):
@@ -327,6 +361,8 @@ class _Run:
         self.ctx = None
         self.taus: list = []      # (update, tau, how it was estimated)
         self.x0 = None            # initial chain states for a Delta F estimator
+        self.stats_kw: dict = {}  # extra arguments of grad_theta_stats (sharded chains: what to reduce)
+        self.once = contextlib.nullcontext()   # pilot runs repeated on every rank count once
 
     def state_dict(self) -> dict:
         return {"replica": self.replica, "k": self.k, "theta": self.theta.clone(), "chains": self.state.state_dict(),
@@ -389,7 +425,7 @@ def _run_replica(run: _Run, dts, path, mobility, sampler, record_every, observer
             g = data_grad(theta) - state.mean_grad_theta(energy, theta)
         else:
             run.ctx.theta, run.ctx.k, run.ctx.lrs = theta, k, run.lrs
-            stats = state.grad_theta_stats(energy, theta, pre.needs, pre.rows, run.ctx.gen)
+            stats = state.grad_theta_stats(energy, theta, pre.needs, pre.rows, run.ctx.gen, **run.stats_kw)
             g = data_grad(theta) - stats.mean
         if not bool(torch.isfinite(g).all()):
             raise DivergenceError(k + 1, "g_hat (the chain statistics) is not finite",
@@ -397,13 +433,15 @@ def _run_replica(run: _Run, dts, path, mobility, sampler, record_every, observer
         if path is None:
             if online is not None and k > 1 and dt > 0 and (k - 1) % online[0].params["tau_refresh"] == 0:
                 run.ctx.theta = theta
-                _retune(run, online[0], online[1], k)
+                with run.once:
+                    _retune(run, online[0], online[1], k)
             lr = float(run.lrs[k])
             if pre is None:
                 theta_new = theta - lr * g
             else:
                 if bool(torch.isfinite(g).all()):
-                    pre.observe(stats, run.ctx)
+                    with run.once:
+                        pre.observe(stats, run.ctx)
                 step = pre.apply(g)
                 theta_new = theta - lr * step
         else:
