@@ -18,6 +18,7 @@ ORDER = (
     "energy_floor",
     "natural_gradient",
     "exact_optima",
+    "neural_recipes",
 )
 
 
