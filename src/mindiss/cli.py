@@ -337,34 +337,49 @@ def reproduce_cmd(
 
 @app.command("bench")
 def bench_cmd(
-    n_chains: int = typer.Option(100_000, help="chains"),
-    steps: int = typer.Option(1000, help="interior updates"),
-    repeats: int = typer.Option(5, help="timed repeats (median reported)"),
-    dtype: str = typer.Option("float32", help="chain dtype: float32 or float64"),
-    quick: bool = typer.Option(False, "--quick", help="small problem, 2 repeats"),
+    device: str = typer.Option("cpu", help="cpu or cuda"),
+    repeats: int = typer.Option(0, help="timed repeats per configuration, median reported (0: 5, or 2 with --quick)"),
+    dtype: str = typer.Option("both", help="chain dtype: float32, float64 or both"),
+    case: str = typer.Option("all", help="trap, double_well, mlp or all"),
+    memory: bool = typer.Option(True, "--memory/--no-memory", help="measure peak memory per chain"),
+    quick: bool = typer.Option(False, "--quick", help="10x fewer updates, 2 repeats"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
-    """Throughput of the library's full update against a bare torch loop, timed in one process."""
+    """Throughput (M chain-steps/s) of train()'s full update next to a bare torch loop, one process."""
     import torch
 
     from . import bench
 
-    if dtype not in ("float32", "float64"):
-        _fail(InputError(f"--dtype must be float32 or float64, got {dtype!r}"), 2)
-    if min(n_chains, steps, repeats) <= 0:
-        _fail(InputError("--n-chains, --steps and --repeats must be positive"), 2)
-    if quick:
-        n_chains, steps, repeats = min(n_chains, 20_000), min(steps, 200), 2
-    out = bench.run(n_chains=n_chains, n_steps=steps, repeats=repeats, dtype=getattr(torch, dtype))
+    if device not in ("cpu", "cuda"):
+        _fail(InputError(f"--device must be cpu or cuda, got {device!r}"), 2)
+    if device == "cuda" and not torch.cuda.is_available():
+        _fail(InputError("--device cuda: CUDA is not available on this machine (torch "
+                         f"{torch.__version__}, cuda build {torch.version.cuda})"), 2)
+    if dtype not in ("float32", "float64", "both"):
+        _fail(InputError(f"--dtype must be float32, float64 or both, got {dtype!r}"), 2)
+    if case not in ("trap", "double_well", "mlp", "all"):
+        _fail(InputError(f"--case must be trap, double_well, mlp or all, got {case!r}"), 2)
+    if repeats < 0:
+        _fail(InputError("--repeats must be >= 0"), 2)
+    out = bench.run_all(quick=quick, device=device, repeats=repeats or None,
+                        dtypes=("float32", "float64") if dtype == "both" else (dtype,), memory=memory,
+                        cases=None if case == "all" else (case,))
     if as_json:
         _print_json(out)
         return
-    typer.echo(f"harmonic trap, exact OU, N = {out['n_chains']}, {out['n_steps']} updates, {out['dtype']}, "
-               f"{out['threads']} threads, median of {out['repeats']}")
-    typer.echo(f"  library : {out['library_s']:.3f} s  ({out['library_msteps_per_s']:.1f} M chain-steps/s)")
-    typer.echo(f"  bare    : {out['bare_s']:.3f} s  ({out['bare_msteps_per_s']:.1f} M chain-steps/s)")
-    typer.echo(f"  ratio library/bare speed: {out['ratio']:.3f}   (target >= 0.8)")
-    typer.echo(f"  same numbers: mean work {out['work_library']:.12g} vs {out['work_bare']:.12g}")
+    typer.echo(f"device {out['device']}, torch {out['torch']}, {out['threads']} threads, load average "
+               f"{out['load_average'][0]:.2f}, median of {out['repeats']} after one warm-up, interleaved")
+    typer.echo(f"{'case':<38}{'N':>8}{'d':>3}{'updates':>8}{'dtype':>9}{'library':>10}{'bare':>10}"
+               f"{'ratio':>7}{'B/chain lib':>13}{'bare':>7}  target")
+    for r in out["cases"]:
+        mem = ("" if r["library_bytes_per_chain"] is None else
+               f"{r['library_bytes_per_chain']:>13.0f}{r['bare_bytes_per_chain']:>7.0f}")
+        typer.echo(f"{r['label']:<38}{r['n_chains']:>8}{r['dim']:>3}{r['n_steps']:>8}{r['dtype']:>9}"
+                   f"{r['library_msteps_per_s']:>10.2f}{r['bare_msteps_per_s']:>10.2f}{r['ratio']:>7.2f}"
+                   f"{mem:<20}  {r['target']} {'ok' if r['meets_target'] else 'MISSED'}")
+    typer.echo("throughput in M chain-steps/s; ratio = library/bare speed")
+    if out["memory_method"]:
+        typer.echo(f"memory: {out['memory_method']}")
 
 
 def main() -> None:
