@@ -1,17 +1,15 @@
 """Experiment 3: the bias of the approximate (PCD) objective is the excess work (Identity 1)."""
 from __future__ import annotations
 
-import contextlib
 import math
 
 import numpy as np
-import torch
 
 from .. import bounds, data, schedules
 from ..energies import HarmonicTrap
 from ..errors import InputError
 from ..train import train
-from .base import Check, ExperimentResult, Table, no_progress
+from .base import Check, ExperimentResult, Table, no_progress, single_thread
 
 NAME = "bias_identity"
 TITLE = "The bias identity"
@@ -49,16 +47,6 @@ def _schedules(n_steps, notes):
     return out
 
 
-@contextlib.contextmanager
-def _single_thread():
-    """Particle runs on one torch thread: the per-update tensors (<= 1e5 floats) gain nothing from
-    intra-op threads, which stall badly when another process shares the cores. Restored on exit."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def _curves(res):
@@ -91,7 +79,7 @@ def run(quick: bool = False, progress=no_progress) -> ExperimentResult:
         c_m = _curves(exact)
         reps, resid_p = [], 0.0
         for r in range(n_replicas):
-            with _single_thread():
+            with single_thread():
                 res = train(energy, target, backend="particles", n_chains=n_chains, n_replicas=1, seed=r, **common)
             c = _curves(res)
             resid_p = max(resid_p, float(c["residual"].max()))

@@ -29,7 +29,6 @@ enumeration of the 2^16 hidden states, plus sample grids from the persistent cha
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 
@@ -42,7 +41,7 @@ from ..neural import NeuralEnergy
 from ..rbm import GaussianBernoulliRBM
 from ..samplers import MALA
 from ..train import train
-from .base import Check, ExperimentResult, Table, no_progress
+from .base import Check, ExperimentResult, Table, no_progress, single_thread
 
 NAME = "neural_recipes"
 TITLE = "Neural EBM recipes on the true loss"
@@ -86,16 +85,6 @@ RBM_HIDDEN, RBM_STEP, RBM_WEIGHT_STD = 16, 0.05, 0.1
 RBM_RECIPES = {"sgd-constant": 0.03, "natural-diag": 0.1}
 
 
-@contextlib.contextmanager
-def _single_thread():
-    """One torch thread: the per-update tensors are small and intra-op threads stall when another
-    process shares the cores (timings are steadier too). Restored on exit."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def _mean_se(values):
@@ -297,7 +286,7 @@ def _digits(cfg, quick):
 def run(quick: bool = False, progress=no_progress) -> ExperimentResult:
     cfg = SETTINGS[bool(quick)]
     total = 2 + 2 * len(recipes.RECIPES) + 1
-    with _single_thread():
+    with single_thread():
         moons, done = _moons(cfg, quick, progress, 0, total)
         dig = _digits(cfg, quick)
     progress(total, total)
