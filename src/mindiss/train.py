@@ -439,9 +439,8 @@ def _run_replica(run: _Run, dts, path, mobility, sampler, record_every, observer
             if pre is None:
                 theta_new = theta - lr * g
             else:
-                if bool(torch.isfinite(g).all()):
-                    with run.once:
-                        pre.observe(stats, run.ctx)
+                with run.once:   # g is finite here: checked above
+                    pre.observe(stats, run.ctx)
                 step = pre.apply(g)
                 theta_new = theta - lr * step
         else:
