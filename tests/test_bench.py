@@ -51,7 +51,7 @@ def test_bench_cli_quick_configs_shrink():
 
     full, quick = bench._configs(False), bench._configs(True)
     assert [kw["n_chains"] for _, _, kw in full] == [100_000, 10_000, 10_000, 4096, 4096]
-    assert [kw["n_steps"] for _, _, kw in full] == [1000, 1000, 10_000, 200, 200]
+    assert [kw["n_steps"] for _, _, kw in full] == [1000, 10_000, 10_000, 200, 200]
     assert all(q[2]["n_steps"] < f[2]["n_steps"] for q, f in zip(quick, full))
 
 

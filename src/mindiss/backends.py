@@ -100,6 +100,39 @@ def free_energy(energy, theta, state=None) -> float:
         return math.nan
 
 
+def free_energy_many(energy, thetas: np.ndarray, state=None, device="cpu") -> np.ndarray:
+    """F(theta_r) for each row of ``thetas`` (R, P): one batched quadrature where the energy has one
+    (``free_energy_many``), else row by row; NaN where F is unknown."""
+    thetas = np.asarray(thetas, dtype=float).reshape(len(thetas), -1)
+    many = getattr(energy, "free_energy_many", None)
+    if callable(many) and not callable(getattr(state, "free_energy_on_grid", None)):
+        try:
+            return np.asarray(many(thetas), dtype=float)
+        except NotImplementedError:
+            return np.full(len(thetas), math.nan)
+    return np.array([free_energy(energy, torch.as_tensor(t, device=device), state) for t in thetas], dtype=float)
+
+
+def loss_many(energy, data, thetas: np.ndarray, state, fe: np.ndarray, device="cpu") -> np.ndarray:
+    """L(theta_r) = E_data[E_theta_r] - F(theta_r) for each row, given F (NaN where F is unknown)."""
+    thetas = np.asarray(thetas, dtype=float).reshape(len(thetas), -1)
+    fe = np.asarray(fe, dtype=float)
+    many = getattr(energy, "loss_many", None)
+    if callable(many) and getattr(energy, "gaussian", False) and not callable(getattr(state, "free_energy_on_grid",
+                                                                                       None)):
+        return np.asarray(many(data.mean, data.variance, thetas), dtype=float)
+    if getattr(energy, "grad_theta_constant", False) and not getattr(energy, "gaussian", False):
+        mean_phi = data_mean_grad_theta(energy, data, None).cpu().numpy()   # E_data[E] = theta . E_data[phi]
+        return thetas @ mean_phi - fe
+    out = np.empty(len(thetas))
+    for r, t in enumerate(thetas):
+        if not math.isfinite(fe[r]) and not getattr(energy, "gaussian", False):
+            out[r] = math.nan
+            continue
+        out[r] = loss(energy, data, torch.as_tensor(t, device=device), state)
+    return out
+
+
 def data_mean_grad_theta(energy, data, theta) -> torch.Tensor:
     """E_data[d_theta E]. For E = theta . phi(x) it is E_data[phi], the same at every theta:
     computed once per data set (the data term is then free in the hot loop)."""

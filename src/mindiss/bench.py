@@ -322,7 +322,7 @@ def _configs(quick: bool):
     k = 10 if quick else 1
     rows = [
         ("trap", "harmonic trap, exact OU", dict(n_chains=100_000, dim=1, n_steps=1000 // k)),
-        ("trap", "harmonic trap, exact OU", dict(n_chains=10_000, dim=2, n_steps=1000 // k)),
+        ("trap", "harmonic trap, exact OU", dict(n_chains=10_000, dim=2, n_steps=10_000 // k)),
         ("double_well", "tilted double well, Euler-Maruyama", dict(n_chains=10_000, n_steps=10_000 // k)),
         ("mlp", "MLP 2-64-64-1, Euler-Maruyama", dict(n_chains=4096, n_steps=200 // k)),
     ]

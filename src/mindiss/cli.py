@@ -219,6 +219,7 @@ def train_cmd(
     run_dir = None
     created = out is not None and not out.exists()
     checkpoint_every = kwargs.pop("checkpoint_every")
+    notes = kwargs.pop("notes", [])
     if out is not None:
         run_dir = RunDir(out)
         kwargs.update(checkpoint=run_dir.checkpoint, checkpoint_every=checkpoint_every, resume=resume)
@@ -236,6 +237,7 @@ def train_cmd(
 
         progress = not quiet and not as_json and sys.stderr.isatty()
         res = train(**kwargs, progress=progress, stop=lambda: bool(stop_requested), on_start=start)
+        res.notes.extend(notes + [n for n in [C.grid_note(kwargs["energy"], res.replica_theta_final[0])] if n])
         if run_dir is not None:
             run_dir.write_result(res)
             run_dir.log(f"finished: excess work {res.excess_work:.6g} +- {res.excess_work_se:.2g} kT")
@@ -292,7 +294,10 @@ def _print_summary(res) -> None:
     t.add_row("approx. (PCD) loss change", f"{res.loss_approx_change:.6g}")
     t.add_row("bias = W_ex (Identity 1 residual)", f"{res.bias:.6g} ({res.identity1_residual:.1e})")
     t.add_row("final loss", f"{res.final_loss:.6g}")
-    t.add_row("theta_final", ", ".join(pm(a, se) for a, se in zip(res.theta_final, res.theta_final_se)))
+    pairs = list(zip(res.theta_final, res.theta_final_se))
+    t.add_row("theta_final", ", ".join(pm(a, se) for a, se in pairs[:4 if len(pairs) > 8 else 8])
+              + (f", ... ({len(pairs)} parameters; all of them with --json or in --out's result.json)"
+                 if len(pairs) > 8 else ""))
     t.add_row(f"dissipated energy at {res.temperature_kelvin:g} K", f"{res.energy_joules:.4g} J")
     Console().print(t)
     for note in res.notes:

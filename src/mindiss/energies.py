@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from .errors import InputError, require_positive, require_positive_int
@@ -162,7 +163,17 @@ class HarmonicTrap(DiagonalGaussianEnergy):
             if out is not None:  # in place: no allocation in the hot loop
                 return torch.sub(x.squeeze(-1), theta, out=out).square_().mul_(0.5 / self.variance)
             return (x.to(torch.float64).squeeze(-1) - theta).square_().mul_(0.5 / self.variance)
-        return ((x.to(torch.float64) - theta) ** 2).sum(-1) / (2.0 * self.variance)
+        e = torch.sub(x, theta).square_()   # float32 - float64 promotes: the energy is float64
+        return torch.sum(e, -1, out=out).mul_(0.5 / self.variance) if out is not None \
+            else e.sum(-1).mul_(0.5 / self.variance)
+
+    def loss_many(self, data_mean, data_var, thetas) -> np.ndarray:
+        """L(theta_r) = sum_j ((m_j - theta_rj)^2 + v_j) / (2 s) + d ln(2 pi s) / 2 for each row of
+        ``thetas`` (R, d) at once (the history's true-loss column)."""
+        m = torch.as_tensor(data_mean, dtype=torch.float64).cpu().numpy().reshape(1, -1)
+        v = torch.as_tensor(data_var, dtype=torch.float64).cpu().numpy().reshape(1, -1)
+        th = np.asarray(thetas, dtype=float).reshape(-1, self.dim)
+        return (((m - th) ** 2 + v).sum(axis=1) / (2.0 * self.variance)) - self.free_energy(None)
 
     def grad_x(self, x, theta):
         return (x - theta.to(x.dtype)) / self.variance

@@ -9,6 +9,7 @@ import torch
 
 from .energies import Energy
 from .errors import InputError, require_positive_int
+from .threads import single_thread
 
 
 #: Energies more than this (kT) above the minimum are dropped from the quadrature interval:
@@ -16,6 +17,12 @@ from .errors import InputError, require_positive_int
 _CUT = 60.0
 _GL_ORDER = 16
 _GL_NODES, _GL_WEIGHTS = _np.polynomial.legendre.leggauss(_GL_ORDER)
+
+
+def _log_sum_exp_rows(log_w: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    """ln sum_j exp(log_w_j - e_rj) per row r, in place in ``e`` (no (R, M) temporaries)."""
+    shift = e.min(dim=1, keepdim=True).values
+    return e.sub_(shift).neg_().add_(log_w).exp_().sum(dim=1).log_().sub_(shift.reshape(-1))
 
 
 class ExpFamily(Energy):
@@ -43,13 +50,14 @@ class ExpFamily(Energy):
     grad_theta_constant = True
 
     def __init__(self, features, dim: int = 1, names=None, *, grad_features=None, polynomial_coeffs=None,
-                 label: str | None = None):
+                 label: str | None = None, features_into=None):
         if not callable(features):
             raise InputError(f"features must be a callable x (N, d) -> phi (N, P), got {type(features).__name__}")
         if grad_features is not None and not callable(grad_features):
             raise InputError("grad_features must be a callable x (N, d) -> dphi/dx (N, P, d)")
         self.features = features
         self.grad_features = grad_features
+        self.features_into = features_into
         self.dim = require_positive_int("dim", dim)
         try:
             probe = features(torch.zeros((2, self.dim), dtype=torch.float64))
@@ -67,6 +75,7 @@ class ExpFamily(Energy):
             raise InputError(f"names has {len(names)} entries but features give {self.n_params} parameters")
         self.names = names
         self.polynomial_coeffs = None
+        self._dpoly = None
         if polynomial_coeffs is not None:
             if self.dim != 1:
                 raise InputError("polynomial_coeffs describe 1-D features only")
@@ -75,6 +84,14 @@ class ExpFamily(Energy):
                 raise InputError(f"polynomial_coeffs must be a finite ({self.n_params}, degree + 1) array, "
                                  f"got shape {c.shape}")
             self.polynomial_coeffs = c
+        # 1-D polynomial features: grad_x by Horner from the coefficients (python floats, no float64 pass)
+        self._dpoly = self.polynomial_coeffs
+        if self._dpoly is not None:
+            self._poly_degree = self._dpoly.shape[1] - 1
+            # per power j >= 1 (highest first) the (parameter, coefficient) pairs that contribute to it
+            self._poly_terms = [(j, [(p, float(v)) for p, v in enumerate(self._dpoly[:, j]) if v != 0.0])
+                                for j in range(self._poly_degree, 0, -1)]
+            self._poly_terms = [(j, t) for j, t in self._poly_terms if t]
         self.label = label or getattr(features, "__qualname__", type(features).__name__)
         self._cache: dict = {}
 
@@ -114,9 +131,13 @@ class ExpFamily(Energy):
             x64 = x.to(torch.float64)
             return torch.stack([4.0 * x64 * (x64 * x64 - 1.0), torch.ones_like(x64)], dim=1)
 
+        def features_into(x, out):
+            out[1].copy_(x.reshape(-1))
+            return torch.mul(out[1], out[1], out=out[0]).sub_(1.0).square_()
+
         coeffs = [[1.0, 0.0, -2.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0, 0.0]]
         return cls(features, 1, ("a", "b"), grad_features=grad_features, polynomial_coeffs=coeffs,
-                   label="tilted_double_well")
+                   label="tilted_double_well", features_into=features_into)
 
     @classmethod
     def quartic(cls) -> "ExpFamily":
@@ -131,15 +152,29 @@ class ExpFamily(Energy):
             x64 = x.to(torch.float64)
             return torch.stack([x64, x64 ** 3], dim=1)
 
+        def features_into(x, out):
+            out[0].copy_(x.reshape(-1)).square_()
+            torch.mul(out[0], out[0], out=out[1]).mul_(0.25)
+            return out[0].mul_(0.5)
+
         coeffs = [[0.0, 0.0, 0.5, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.25]]
         return cls(features, 1, ("k2", "k4"), grad_features=grad_features, polynomial_coeffs=coeffs,
-                   label="quartic")
+                   label="quartic", features_into=features_into)
 
     # -- the Energy protocol --------------------------------------------------------------
     def phi(self, x: torch.Tensor) -> torch.Tensor:
         """phi(x), float64, shape (N, P)."""
         out = torch.as_tensor(self.features(x.to(torch.float64)))
         return out.to(torch.float64)
+
+    def phi_t(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """phi(x) transposed, float64, shape (P, N): the layout in which the per-update reductions
+        over chains are contiguous. Filled in place into ``out`` where the family can."""
+        if out is not None and self.features_into is not None:
+            self.features_into(x, out)
+            return out
+        phi_t = self.phi(x).T
+        return out.copy_(phi_t) if out is not None else phi_t.contiguous()
 
     def energy(self, x, theta, out=None):
         phi = self.phi(x)
@@ -149,6 +184,8 @@ class ExpFamily(Energy):
         return phi @ theta
 
     def grad_x(self, x, theta):
+        if self._dpoly is not None:
+            return self._grad_x_horner(x, theta)
         theta64 = theta.to(device=x.device, dtype=torch.float64)
         if self.grad_features is not None:
             jac = torch.as_tensor(self.grad_features(x.to(torch.float64))).to(torch.float64)
@@ -158,6 +195,25 @@ class ExpFamily(Energy):
             e = torch.as_tensor(self.features(x64)).to(torch.float64) @ theta64
             (g,) = torch.autograd.grad(e.sum(), x64, create_graph=False)
         return g.to(x.dtype)
+
+    def _grad_x_horner(self, x, theta):
+        """dE/dx = sum_k k c_k x^(k-1), c = theta @ polynomial_coeffs, by Horner's scheme in the
+        chains' dtype (the move needs no float64; the ledger's energies stay float64)."""
+        th = theta.tolist() if isinstance(theta, torch.Tensor) else list(theta)
+        d = [0.0] * self._poly_degree     # coefficients of dE/dx, increasing powers
+        for j, terms in self._poly_terms:
+            d[j - 1] = j * sum(th[p] * v for p, v in terms)
+        top = len(d) - 1
+        while top > 0 and d[top] == 0.0:
+            top -= 1
+        if top == 0:
+            return torch.full_like(x, d[0] if d else 0.0)
+        out = torch.mul(x, d[top])
+        for k in range(top - 1, 0, -1):
+            if d[k] != 0.0:
+                out.add_(d[k])
+            out.mul_(x)
+        return out.add_(d[0]) if d[0] != 0.0 else out
 
     def grad_theta(self, x, theta):
         return self.phi(x)
@@ -176,15 +232,20 @@ class ExpFamily(Energy):
     def check_theta(self, theta):
         if self.polynomial_coeffs is None:
             return None
-        th = _np.asarray(torch.as_tensor(theta, dtype=torch.float64).detach().cpu().numpy(), float).reshape(-1)
-        if th.size != self.n_params:
-            return f"theta has {th.size} entries, the family {self.n_params}"
-        poly = th @ self.polynomial_coeffs  # coefficients of E(x), increasing powers
-        nz = _np.nonzero(poly[1:])[0]
-        if nz.size == 0:
+        # plain floats: this runs once per update in train (a NumPy round trip costs more than the math)
+        th = ((theta if theta.ndim == 1 else theta.reshape(-1)).tolist() if isinstance(theta, torch.Tensor)
+              else _np.asarray(theta, dtype=float).reshape(-1).tolist())
+        if len(th) != self.n_params:
+            return f"theta has {len(th)} entries, the family {self.n_params}"
+        deg = 0   # the highest power of x in E_theta(x) = sum_p theta_p phi_p(x), increasing powers
+        lead = 0.0
+        for j, terms in self._poly_terms:
+            c = sum(th[p] * v for p, v in terms)
+            if c != 0.0:
+                deg, lead = j, c
+                break
+        if deg == 0:
             return "E_theta(x) is constant in x: exp(-E) is not normalisable"
-        deg = int(nz[-1]) + 1
-        lead = float(poly[deg])
         if deg % 2 == 1:
             return (f"the leading term of E_theta(x) has odd degree {deg} (coefficient {lead:.6g}): E -> -infinity "
                     "on one side, exp(-E) is not normalisable")
@@ -294,6 +355,68 @@ class ExpFamily(Energy):
         """F(theta) = -ln int exp(-theta . phi(x)) dx by quadrature (1-D); InputError if Z diverges."""
         self._require_line("free_energy")
         return float(self._quadrature(theta)[3])
+
+    @single_thread()
+    def free_energy_many(self, thetas) -> _np.ndarray:
+        """F(theta_r) = -ln int exp(-theta_r . phi(x)) dx for every row of ``thetas`` (R, P) (1-D): the
+        same composite Gauss-Legendre rule as ``free_energy``, on one interval holding every row's mass
+        (exp(-E) decayed by exp(-60) at both ends), panels doubled until every row has converged."""
+        self._require_line("free_energy")
+        th = _np.asarray(thetas, dtype=float).reshape(-1, self.n_params)
+        if len(th) <= 2:
+            return _np.array([self.free_energy(torch.as_tensor(t)) for t in th], dtype=float)
+        for t in th:
+            msg = self.check_theta(t)
+            if msg:
+                raise InputError(f"Z_theta diverges for theta = {t.tolist()}: {msg}")
+        a, b = self._interval_many(th)
+        th_t = torch.as_tensor(th)
+        prev, panels = None, 4   # (R x nodes) is the cost: start coarse, double until converged
+        while True:
+            edges = _np.linspace(a, b, panels + 1)
+            half = 0.5 * (edges[1:] - edges[:-1])
+            mid = 0.5 * (edges[1:] + edges[:-1])
+            nodes = (mid[:, None] + half[:, None] * _GL_NODES[None, :]).reshape(-1)
+            log_gw = torch.as_tensor(_np.log((half[:, None] * _GL_WEIGHTS[None, :]).reshape(-1)))
+            with torch.no_grad():
+                phi_t = self.phi(torch.as_tensor(nodes, dtype=torch.float64).reshape(-1, 1)).T
+                step = max(1, int(2e7 // nodes.size))   # rows per block: R x M stays ~160 MB at most
+                log_z = torch.cat([_log_sum_exp_rows(log_gw, th_t[lo:lo + step] @ phi_t)
+                                   for lo in range(0, len(th), step)]).numpy()
+            if prev is not None and _np.all(_np.abs(log_z - prev) < 1e-13 * _np.maximum(1.0, _np.abs(log_z))):
+                return -log_z
+            if panels >= 2**15:
+                raise InputError("quadrature of Z_theta did not converge for a batch of thetas")
+            prev, panels = log_z, panels * 2
+
+    def _interval_many(self, th: _np.ndarray) -> tuple[float, float]:
+        """One [a, b] outside which E_theta_r - min E_theta_r > _CUT for every row."""
+        L = 4.0
+        if self.polynomial_coeffs is not None:   # Cauchy bound of E' over all rows
+            poly = th @ self.polynomial_coeffs
+            d = _np.abs(poly[:, 1:] * _np.arange(1, poly.shape[1]))
+            nonzero = d != 0
+            lead = d.shape[1] - 1 - nonzero[:, ::-1].argmax(axis=1)     # last non-zero coefficient per row
+            rows = _np.nonzero(nonzero.any(axis=1) & (lead > 0))[0]
+            if rows.size:
+                below = _np.arange(d.shape[1])[None, :] < lead[rows, None]
+                ratio = _np.where(below, d[rows], 0.0) / d[rows, lead[rows]][:, None]
+                L = max(L, 2.0 * (1.0 + float(ratio.max())))
+        m = 1001   # only brackets the mass: the panel doubling below resolves it
+        th_t = torch.as_tensor(th)
+        for _ in range(80):
+            x = _np.linspace(-L, L, m)
+            with torch.no_grad():
+                e = th_t @ self.phi(torch.as_tensor(x, dtype=torch.float64).reshape(-1, 1)).T
+            e = e.sub_(e.min(dim=1, keepdim=True).values)
+            if bool(torch.isnan(e[:, [0, -1]]).any()):
+                break
+            if bool((e[:, 0] > _CUT).all()) and bool((e[:, -1] > _CUT).all()):
+                inside = (e <= _CUT).any(dim=0).nonzero().reshape(-1)   # grid points inside some row's mass
+                return float(x[max(int(inside[0]) - 1, 0)]), float(x[min(int(inside[-1]) + 1, m - 1)])
+            L *= 2.0
+        raise InputError("exp(-E_theta) is not normalisable for a theta of the batch: E does not grow to "
+                         "+infinity at both ends of the real line (Z diverges)")
 
     def expected_phi(self, theta) -> torch.Tensor:
         """E_{p_theta}[phi] = dF/dtheta by quadrature (1-D), shape (P,)."""

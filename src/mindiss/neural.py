@@ -157,8 +157,35 @@ class NeuralEnergy(Energy):
             return out.copy_(e)
         return e
 
+    #: ParticleChains computes the work as E_theta_new(x) - (its stored E_theta(x)) with
+    #: ``energy_and_grad_x``: one forward instead of two, and the chain move reuses its gradient
+    work_from_energy = True
+
+    def energy_and_grad_x(self, x, theta):
+        """E_theta(x) (float64, (N,)) and grad_x E from one forward and one backward; the gradient is
+        kept for the next ``grad_x(x, theta)`` on the same tensors (same objects and versions), which
+        is the chain move that follows the frozen-chain work of an update."""
+        cdt = self.dtype or x.dtype
+        params = self._params(theta, cdt)
+        with torch.enable_grad():
+            xr = x.detach().to(cdt).requires_grad_(True)
+            f = self._f(params, xr)
+            (g,) = torch.autograd.grad(f.sum(), xr)
+        e = f.detach().to(F64)
+        g = g.to(x.dtype)
+        if self.confinement:
+            e = e.add_(x.to(F64).square().sum(-1), alpha=0.5 * self.confinement)
+            g = g.add_(x, alpha=self.confinement)
+        self._grad_x_cache = (x, x._version, theta, theta._version, g)
+        return e
+
     def grad_x(self, x, theta):
         """grad_x E = grad_x f_theta(x) + k x, shape (N, d) in x's dtype (one backward, no graph kept)."""
+        hit = getattr(self, "_grad_x_cache", None)
+        if hit is not None:
+            self._grad_x_cache = None
+            if hit[0] is x and hit[1] == x._version and hit[2] is theta and hit[3] == theta._version:
+                return hit[4]
         cdt = self.dtype or x.dtype
         params = self._params(theta, cdt)
         with torch.enable_grad():

@@ -3,9 +3,11 @@
 Everything is estimated from the same persistent chains that give g_hat:
 
 * Fisher information  I(theta) = Cov_chains[d_theta E]  (full, diagonal, or low-rank plus
-  damping applied by conjugate gradient on the per-sample gradient matrix, never forming P x P);
+  damping, never forming P x P: conjugate gradient on the gradient blocks for rank >= P, a
+  re-compressed rank-r factor with Woodbury's solve and a probabilistic-PCA damping for rank < P);
 * friction tensor     zeta_ij = int_0^inf < dE_i(x_t) dE_j(x_0) >_eq dt  (integrated
-  autocorrelation along a pilot run of a clone of the chains, window chosen automatically);
+  autocorrelation along a pilot run of a clone of the chains, window chosen automatically;
+  only its diagonal above ``Friction(max_dense_params=...)`` parameters);
 * relaxation time     tau = tr(I^-1 zeta) / P  (for the harmonic trap exactly s / mu).
 
 A preconditioner answers ``needs`` (which chain statistics it wants), ``observe(stats, ...)``
@@ -90,6 +92,31 @@ def woodbury_solve(blocks, damping: float, g: torch.Tensor) -> torch.Tensor:
     return (g - C.T @ torch.linalg.solve(small, C @ g)) / damping
 
 
+def _sokal_window(trace: torch.Tensor, L: int, c: float) -> tuple[np.ndarray, int]:
+    """Normalised trace autocorrelation r and Sokal's window: the smallest W with W >= c tau_int(W)
+    (tau_int(W) = 1/2 + sum_{l<=W} r(l), in steps), else the last lag."""
+    r = (trace / trace[0]).numpy()
+    window = L - 1
+    acc = 0.5
+    for w in range(1, L):
+        acc += r[w]
+        if w >= c * acc:
+            window = w
+            break
+    return r, window
+
+
+def _check_series(series: torch.Tensor) -> torch.Tensor:
+    s = series.to(torch.float64)
+    if s.ndim != 3 or s.shape[0] < 4:
+        raise InputError(f"series must have shape (T >= 4, n, P), got {tuple(s.shape)}")
+    return s
+
+
+#: complex entries per FFT chunk of the autocorrelation estimators (16 bytes each: 256 MiB)
+_FFT_CHUNK = 1 << 24
+
+
 def integrated_autocorrelation(series: torch.Tensor, dt: float, *, c: float = 5.0, max_lag: int | None = None):
     """Friction tensor from per-chain time series of d_theta E at equilibrium.
 
@@ -99,37 +126,69 @@ def integrated_autocorrelation(series: torch.Tensor, dt: float, *, c: float = 5.
     with Sokal's automatic window: the smallest W with W >= c tau_int(W), where
     tau_int(W) = 1/2 + sum_{l<=W} tr C(l) / tr C(0) (in steps).
 
+    The cross-spectra are summed over chains in the frequency domain (chunks of chains), so memory
+    is O(T P^2) for the lags plus O(T n P) for the series; time O(T n P^2). For large P use
+    ``integrated_autocorrelation_diag`` (``Friction(max_dense_params=...)`` switches automatically).
+
     Returns (zeta (P, P), window W in steps, tau_int in time units, cov C(0)).
     """
-    s = series.to(torch.float64)
-    if s.ndim != 3 or s.shape[0] < 4:
-        raise InputError(f"series must have shape (T >= 4, n, P), got {tuple(s.shape)}")
+    s = _check_series(series)
     T, n, P = s.shape
     d = s - s.mean(dim=(0, 1))
     L = T if max_lag is None else min(T, max_lag + 1)
     size = 1 << (2 * T - 1).bit_length()
-    f = torch.fft.rfft(d, n=size, dim=0)                        # (F, n, P)
-    # cross-correlation for every pair (i, j): sum_t d_i(t + l) d_j(t)
-    cross = torch.fft.irfft(f.unsqueeze(-1) * f.conj().unsqueeze(-2), n=size, dim=0)[:L]  # (L, n, P, P)
+    F = size // 2 + 1
+    spec = torch.zeros((F, P, P), dtype=torch.complex128)
+    step = max(1, _FFT_CHUNK // max(F * P, 1))
+    for j in range(0, n, step):
+        f = torch.fft.rfft(d[:, j:j + step], n=size, dim=0)                 # (F, chunk, P)
+        # cross-spectrum for every pair (i, j), summed over chains: sum_n f_i conj(f_j)
+        spec += torch.einsum("fni,fnj->fij", f, f.conj())
+    cross = torch.fft.irfft(spec, n=size, dim=0)[:L]                          # (L, P, P)
     counts = torch.arange(T, T - L, -1, dtype=torch.float64).reshape(L, 1, 1)
-    C = cross.sum(1) / (n * counts)                              # (L, P, P)
+    C = cross / (n * counts)                                                  # (L, P, P)
     trace = torch.diagonal(C, dim1=1, dim2=2).sum(-1)
-    r = (trace / trace[0]).numpy()
-    window = L - 1
-    acc = 0.5
-    for w in range(1, L):
-        acc += r[w]
-        if w >= c * acc:
-            window = w
-            break
+    r, window = _sokal_window(trace, L, c)
     Cs = 0.5 * (C + C.transpose(1, 2))
     zeta = dt * (0.5 * Cs[0] + Cs[1:window + 1].sum(0))
     tau_int = float(dt * (0.5 + r[1:window + 1].sum()))
     return zeta, int(window), tau_int, C[0]
 
 
+def integrated_autocorrelation_diag(series: torch.Tensor, dt: float, *, c: float = 5.0,
+                                    max_lag: int | None = None):
+    """The diagonal of ``integrated_autocorrelation`` without any P x P array: per parameter,
+    zeta_ii = dt [C_ii(0) / 2 + sum_{l=1}^{W} C_ii(l)] = C_ii(0) tau_i (tau_i the integrated
+    autocorrelation time of d_theta_i E), with the same window W (Sokal's rule on the trace, which
+    only needs the diagonal), so it equals the dense estimate's diagonal. Memory O(T n P) (FFTs in
+    chunks of parameters), time O(T log T n P).
+
+    Returns (zeta_diag (P,), window W in steps, tau_int in time units, variances C_ii(0) (P,)).
+    """
+    s = _check_series(series)
+    T, n, P = s.shape
+    d = s - s.mean(dim=(0, 1))
+    L = T if max_lag is None else min(T, max_lag + 1)
+    size = 1 << (2 * T - 1).bit_length()
+    step = max(1, _FFT_CHUNK // max((size // 2 + 1) * n, 1))
+    C = torch.empty((P, L), dtype=torch.float64)
+    for j in range(0, P, step):
+        f = torch.fft.rfft(d[:, :, j:j + step].permute(2, 1, 0).contiguous(), n=size, dim=-1)  # (chunk, n, F)
+        C[j:j + step] = torch.fft.irfft((f.real ** 2 + f.imag ** 2).sum(1), n=size, dim=-1)[:, :L]
+    C = C.T / (n * torch.arange(T, T - L, -1, dtype=torch.float64).reshape(L, 1))
+    r, window = _sokal_window(C.sum(1), L, c)
+    zeta = dt * (0.5 * C[0] + C[1:window + 1].sum(0))
+    tau_int = float(dt * (0.5 + r[1:window + 1].sum()))
+    return zeta, int(window), tau_int, C[0].clone()
+
+
 def relaxation_time(fisher: torch.Tensor, friction: torch.Tensor) -> float:
-    """tau = tr(I^-1 zeta) / P: the Fisher-weighted mean relaxation time (s / mu for the trap)."""
+    """tau = tr(I^-1 zeta) / P: the Fisher-weighted mean relaxation time (s / mu for the trap).
+    Diagonal estimates (1-D tensors I_ii, zeta_ii) give mean_i zeta_ii / I_ii."""
+    if fisher.ndim == 1 or friction.ndim == 1:
+        fd = fisher if fisher.ndim == 1 else torch.diagonal(fisher)
+        zd = friction if friction.ndim == 1 else torch.diagonal(friction)
+        return float((zd.to(torch.float64) / fd.to(torch.float64)).mean())
     sol = torch.linalg.solve(fisher.to(torch.float64), friction.to(torch.float64))
     return float(torch.diagonal(sol).sum() / fisher.shape[0])
 
@@ -188,17 +247,22 @@ def pilot_series(energy, theta, x: torch.Tensor, sampler, *, dt: float, mobility
 
 
 def pilot_friction(energy, theta, x, sampler, *, dt, mobility, gen, rows=1024, min_steps=200,
-                   max_steps=20_000, c=5.0):
+                   max_steps=20_000, c=5.0, diagonal: bool = False):
     """Friction, window and tau_int from pilot runs, doubling the run length until it spans at
-    least 20 windows (Sokal's rule of thumb for a reliable integrated autocorrelation)."""
+    least 20 windows (Sokal's rule of thumb for a reliable integrated autocorrelation).
+
+    ``diagonal``: return diag(zeta) and the variances (P,) (``integrated_autocorrelation_diag``)
+    instead of the P x P tensors; "form" in the result says which."""
+    estimator = integrated_autocorrelation_diag if diagonal else integrated_autocorrelation
     steps = min_steps
     while True:
         series = pilot_series(energy, theta, x, sampler, dt=dt, mobility=mobility, n_steps=steps, gen=gen,
                               rows=rows)
-        zeta, window, tau_int, cov0 = integrated_autocorrelation(series, dt, c=c)
+        zeta, window, tau_int, cov0 = estimator(series, dt, c=c)
         if steps >= 20 * window or steps >= max_steps:
             return {"friction": zeta, "window": window, "tau_int": tau_int, "fisher": cov0,
-                    "pilot_steps": steps, "pilot_chains": series.shape[1], "pilot_dt": dt}
+                    "pilot_steps": steps, "pilot_chains": series.shape[1], "pilot_dt": dt,
+                    "form": "diagonal" if diagonal else "dense"}
         steps = min(max_steps, 2 * steps)
 
 
@@ -240,21 +304,70 @@ def _damping_value(damping, matrix_scale: float, relative: float) -> float:
     return float(damping)
 
 
+def top_factor(M: torch.Tensor, rank: int, gram: torch.Tensor | None = None):
+    """The best rank-``rank`` factor of M M^T for M (P, m): A (P, q), q <= rank, with A A^T the top-q
+    eigen-part of M M^T (columns of A orthogonal, |a_j|^2 = lambda_j), the dropped eigenvalue mass
+    tr(M M^T) - tr(A A^T) and A^T A (q, q). Nothing is dropped when m <= rank (A = M, exact).
+    Otherwise one eigendecomposition of the smaller Gram matrix (m x m, or P x P when m > P;
+    ``gram`` = M^T M if already known): time O(P m^2), memory O(P m). Eigenvalues below
+    max(m, P) * eps * lambda_max (round-off) are dropped with the rest.
+
+    Returns (A, dropped mass, A^T A)."""
+    P, m = M.shape
+    if m <= rank:
+        return M, 0.0, (M.T @ M if gram is None else gram)
+    small_side = m <= P
+    if small_side:
+        gram = M.T @ M if gram is None else gram
+        lam, V = torch.linalg.eigh(gram)
+    else:
+        lam, V = torch.linalg.eigh(M @ M.T)
+    lam, V = lam.flip(0).clamp_min(0.0), V.flip(1)
+    tiny = max(m, P) * torch.finfo(lam.dtype).eps * float(lam[0])
+    q = int((lam[:rank] > tiny).sum())
+    Vq = V[:, :q]
+    if small_side:
+        A = M @ Vq
+        gram_a = Vq.T @ gram @ Vq                      # = A^T A (diag(lambda) up to round-off)
+    else:
+        A = Vq * lam[:q].sqrt()
+        gram_a = A.T @ A
+    return A, float(lam[q:].sum()), 0.5 * (gram_a + gram_a.T)
+
+
 class Fisher(Preconditioner):
     """P = (I + lambda)^-1 with I the Fisher information of the model family, estimated from the
     persistent chains (Cov_chains[d_theta E]) or taken in closed form (``kind="exact"``).
 
-    ``kind``: "full" (P x P solve; small P), "diag" (elementwise), "lowrank" (rank <= ``rank``
-    chains per update, applied by conjugate gradient on the centred n x P gradient matrix; the
-    P x P matrix is never formed), "exact" (``energy.fisher(theta)``).
-    ``damping``: a number or "auto" (``relative_damping`` times the mean diagonal of I; the value
-    used is reported). ``ema``: exponential moving average of the estimate across updates
-    (bias-corrected as in Adam; low-rank keeps the last blocks with their weights).
+    ``kind``: "full" (P x P solve; small P), "diag" (elementwise), "lowrank" (see below),
+    "exact" (``energy.fisher(theta)``).
+    ``damping``: a number or "auto" (``relative_damping`` times the mean diagonal of I; low-rank
+    with rank < P: see below; the value used is reported). ``ema``: exponential moving average of
+    the estimate across updates (bias-corrected as in Adam).
+
+    Low rank: the centred gradients of ``rows`` chains per update (a random subsample; default
+    ``rank``) feed the estimate; the P x P matrix is never formed.
+
+    * ``rank >= P``: the last ``max_blocks`` gradient blocks are kept with their EMA weights
+      (normalised to sum to one) and (I + lambda)^-1 g is solved by conjugate gradient (exact for
+      that estimate).
+    * ``rank < P``: the (EMA) estimate is kept as a rank-``rank`` factor: after each update the old
+      factor and the new block are re-compressed to their top-``rank`` eigen-subspace
+      (``top_factor``; time O(P (rank + rows)^2), memory O(P (rank + rows)); ``max_blocks`` does
+      not apply), and the solve is Woodbury's (a rank x rank system). The eigenvalue mass that the
+      compressions drop is tracked (an EMA as the estimate), so with tr the trace of the full (EMA)
+      estimate and lambda_1..q the kept eigenvalues, ``damping="auto"`` is
+      lambda = max((tr - sum_j lambda_j) / (P - q), relative_damping x tr / P): the mean discarded
+      eigenvalue, i.e. the isotropic variance of the maximum-likelihood low-rank-plus-isotropic
+      (probabilistic PCA) fit, so directions outside the kept span get the variance the estimate
+      saw there on average rather than a tiny lambda (which multiplies them by 1 / lambda); the
+      old relative value is the floor (it applies when nothing was discarded, e.g. ema = 0 and
+      rows <= rank). ``damping=0`` then gives the pseudo-inverse on the kept span.
     """
 
     def __init__(self, kind: str = "full", *, damping="auto", relative_damping: float | None = None,
                  ema: float = 0.0, rank: int = 256, cg_tol: float = 1e-8, cg_max_iter: int = 500,
-                 max_blocks: int = 8):
+                 max_blocks: int = 8, rows: int | None = None):
         if kind not in ("full", "diag", "lowrank", "exact"):
             raise InputError(f"Fisher kind must be 'full', 'diag', 'lowrank' or 'exact', got {kind!r}")
         if damping != "auto":
@@ -269,13 +382,23 @@ class Fisher(Preconditioner):
         self.cg_tol, self.cg_max_iter, self.max_blocks = cg_tol, cg_max_iter, max_blocks
         self.name = f"fisher-{kind}"
         self.needs = {"full": "samples", "diag": "samples", "lowrank": "subsample", "exact": "none"}[kind]
-        self.rows = self.rank
-        self.estimate = None      # full: (P, P); diag: (P,); lowrank: list of (weight, block)
+        self.rows = self.rank if rows is None else require_positive_int("rows", rows)
+        # full: (P, P); diag: (P,); lowrank, rank >= P: list of (weight, block);
+        # lowrank, rank < P: factor F (P, q) with I_lowrank = F F^T / corr (corr: the EMA's bias correction)
+        self.estimate = None
         self.n_seen = 0
         self.damping = 0.0
         self.cg_iterations = []
         self.theta = None
         self.energy = None
+        self.compressed = False       # lowrank with rank < P: the factor form
+        self._corr = 1.0
+        self._trace = 0.0             # un-corrected EMA trace of the full estimate
+        self._dropped = 0.0           # un-corrected EMA of the eigenvalue mass dropped by compressions
+        self._gram = None             # F^T F (q, q)
+        self._chol = None             # Cholesky factor of F^T F + corr damping (q, q)
+        self.discarded_mean = 0.0
+        self.damping_rule = "given" if damping != "auto" else "relative"
 
     def start(self, ctx) -> None:
         self.energy = ctx.energy
@@ -290,11 +413,16 @@ class Fisher(Preconditioner):
             if stats.samples is None:
                 raise InputError("the low-rank Fisher needs per-chain gradients (particle backend)")
             c = stats.samples - stats.samples.mean(0)
+            if self.rank < c.shape[1]:
+                self._observe_factor(c)
+                return
             # raw EMA weights (1 - beta) beta^j, bias-corrected by 1 - beta^n as for full/diag
             raw = [] if self.estimate is None or beta == 0 else [(w * beta, b) for w, b in self._raw]
             raw.append((1.0 - beta, c))
             self._raw = [(w, b) for w, b in raw if w > 1e-3 * (1.0 - beta)][-self.max_blocks:]
             corr = 1.0 - beta ** self.n_seen if beta else 1.0
+            if len(self._raw) < len(raw):   # blocks dropped: normalise by the weights kept (a weighted mean)
+                corr = sum(w for w, _ in self._raw)
             self.estimate = [(w / corr, b) for w, b in self._raw]
             scale = sum(w * float((b * b).sum()) / b.shape[0] for w, b in self.estimate) / c.shape[1]
             self.damping = _damping_value(self.damping_spec, scale, self.relative_damping)
@@ -315,6 +443,44 @@ class Fisher(Preconditioner):
         diag = self.estimate if self.kind == "diag" else torch.diagonal(self.estimate)
         self.damping = _damping_value(self.damping_spec, float(diag.mean()), self.relative_damping)
 
+    def _observe_factor(self, c: torch.Tensor) -> None:
+        """Low rank, rank < P: fold the centred block c (n, P) into the rank-``rank`` EMA factor."""
+        beta = self.ema
+        n, P = c.shape
+        new = c.T * math.sqrt((1.0 - beta) / n)             # (P, n): new new^T = (1 - beta) c^T c / n
+        mass = (1.0 - beta) * float((c * c).sum()) / n
+        if self.estimate is None or beta == 0:
+            M, self._trace, self._dropped = new, mass, 0.0
+            gram = new.T @ new if n <= P else None
+        else:
+            old = self.estimate * math.sqrt(beta)
+            new = new.to(old.dtype)
+            M = torch.cat([old, new], 1)
+            self._trace = beta * self._trace + mass
+            self._dropped *= beta
+            gram = None
+            if M.shape[1] <= P:     # M^T M by blocks; the old factor's own Gram is kept from the last update
+                cross = old.T @ new
+                gram = torch.cat([torch.cat([beta * self._gram, cross], 1), torch.cat([cross.T, new.T @ new], 1)])
+        self.estimate, dropped, self._gram = top_factor(M, self.rank, gram)
+        self._dropped += dropped
+        self.compressed = True
+        self._corr = corr = 1.0 - beta ** self.n_seen if beta else 1.0
+        q = self.estimate.shape[1]
+        trace = self._trace / corr
+        self.discarded_mean = max(self._dropped / corr, 0.0) / (P - q)
+        floor = self.relative_damping * max(trace / P, 1e-300)
+        if self.damping_spec == "auto":
+            self.damping = max(self.discarded_mean, floor)
+            self.damping_rule = "mean discarded eigenvalue" if self.discarded_mean >= floor else "relative"
+        else:
+            self.damping = float(self.damping_spec)
+        self._chol = None
+        if self.damping > 0:                                 # F^T F + corr lambda (Woodbury, see apply)
+            K = self._gram.clone()
+            K.diagonal().add_(corr * self.damping)
+            self._chol = torch.linalg.cholesky(K)
+
     def matrix(self) -> torch.Tensor:
         """The current (damped) Fisher estimate as a dense matrix (small P; for tests and reports)."""
         if self.kind == "exact":
@@ -324,6 +490,9 @@ class Fisher(Preconditioner):
         if self.kind == "full":
             return self.estimate + self.damping * torch.eye(self.estimate.shape[0], dtype=torch.float64,
                                                             device=self.estimate.device)
+        if self.compressed:
+            F = self.estimate.cpu()
+            return self.damping * torch.eye(F.shape[0], dtype=torch.float64) + F @ F.T / self._corr
         P = self.estimate[0][1].shape[1]
         out = self.damping * torch.eye(P, dtype=torch.float64)
         for w, b in self.estimate:
@@ -337,6 +506,13 @@ class Fisher(Preconditioner):
             return g / (self.estimate + self.damping)
         if self.kind == "full":
             return torch.linalg.solve(self.matrix().to(g.device), g)
+        if self.compressed:               # I = F F^T / corr
+            F = self.estimate.to(device=g.device, dtype=g.dtype)
+            if self._chol is not None:    # Woodbury: (lambda + F F^T / corr)^-1 g = (g - F (corr lambda + F^T F)^-1 F^T g) / lambda
+                y = torch.cholesky_solve((F.T @ g).unsqueeze(1), self._chol.to(device=g.device, dtype=g.dtype))
+                return (g - F @ y.squeeze(1)) / self.damping
+            B = torch.linalg.pinv(F)      # damping 0: (F F^T / corr)^+ g = corr B^T B g on the kept span
+            return self._corr * (B.T @ (B @ g))
         P = g.shape[0]
         r = sum(b.shape[0] for _, b in self.estimate)
         if r < P and self.damping > 0:
@@ -348,7 +524,11 @@ class Fisher(Preconditioner):
 
     def report(self) -> dict:
         out = {"name": self.name, "damping": self.damping, "ema": self.ema}
-        if self.kind == "lowrank":
+        if self.kind == "lowrank" and self.compressed:
+            out.update(rank=self.rank, solver="woodbury", cg_iterations_mean=0.0, form="factor (rank < P)",
+                       kept_rank=int(self.estimate.shape[1]), rows=self.rows,
+                       discarded_mean=self.discarded_mean, damping_rule=self.damping_rule)
+        elif self.kind == "lowrank":
             out.update(rank=self.rank, solver="cg" if self.cg_iterations else "woodbury",
                        cg_iterations_mean=float(np.mean(self.cg_iterations)) if self.cg_iterations else 0.0)
         return out
@@ -363,12 +543,22 @@ class Friction(Preconditioner):
     of the chains at the current theta, window chosen automatically; refreshed every ``refresh``
     updates, 0 = only at the start) or "exact" (closed forms for the built-in Gaussian energies,
     the Fokker-Planck generator for 1-D energies on that backend).
+
+    ``max_dense_params``: the largest parameter count P for which the pilot estimates the full
+    P x P tensor: memory about 65 T P^2 bytes and time O(T n P^2) for T pilot steps of n chains
+    (P = 512, T = 201, n = 64: 3.7 GB and 16 s on one core), hence the default 128. Above it the
+    pilot estimates the diagonal only, zeta_ii = Var[d_theta_i E] tau_i with tau_i the integrated
+    autocorrelation time of d_theta_i E (the dense estimate's diagonal, same window; memory
+    O(T n P), no P x P array), and P = tau diag(zeta)^-1 with tau = mean_i tau_i;
+    ``report()["form"]`` says which form was used ("dense" or "diagonal (P > max_dense_params)").
+    Neural energies (P ~ 10^3 - 10^4) take the diagonal form. ``None``: always dense. The pilot
+    series itself holds (T, n, P) float64 values: lower ``pilot_chains`` for very large P.
     """
 
     name = "friction"
 
     def __init__(self, estimate: str = "pilot", *, refresh: int = 0, pilot_chains: int = 1024,
-                 pilot_dt: float | None = None, damping: float = 0.0):
+                 pilot_dt: float | None = None, damping: float = 0.0, max_dense_params: int | None = 128):
         if estimate not in ("pilot", "exact"):
             raise InputError(f"friction estimate must be 'pilot' or 'exact', got {estimate!r}")
         self.estimate_kind = estimate
@@ -376,6 +566,8 @@ class Friction(Preconditioner):
         self.pilot_chains = require_positive_int("pilot_chains", pilot_chains)
         self.pilot_dt = pilot_dt
         self.damping = float(damping)
+        self.max_dense_params = (None if max_dense_params is None
+                                 else require_positive_int("max_dense_params", max_dense_params))
         self.zeta = None
         self.tau = None
         self.info: dict = {}
@@ -386,7 +578,8 @@ class Friction(Preconditioner):
         self._estimate(ctx)
 
     def _estimate(self, ctx) -> None:
-        est = ctx.friction(self.estimate_kind, self.pilot_chains, self.pilot_dt)
+        est = ctx.friction(self.estimate_kind, self.pilot_chains, self.pilot_dt,
+                           max_dense_params=self.max_dense_params)
         self.zeta, self.tau = est["friction"], est["tau"]
         self.info = {k: v for k, v in est.items() if k not in ("friction", "fisher")}
 
@@ -397,12 +590,16 @@ class Friction(Preconditioner):
 
     def apply(self, g):
         z = self.zeta.to(g.device)
+        if z.ndim == 1:                 # diagonal form (P > max_dense_params)
+            return self.tau * g / (z + self.damping)
         if self.damping:
             z = z + self.damping * torch.eye(z.shape[0], dtype=z.dtype, device=z.device)
         return self.tau * torch.linalg.solve(z, g)
 
     def report(self) -> dict:
-        return {"name": self.name, "tau": self.tau, "friction": self.zeta.tolist(), **self.info}
+        out = {"name": self.name, "tau": self.tau, "friction": self.zeta.tolist(), **self.info}
+        out.setdefault("form", "dense")
+        return out
 
 
 class Adam(Preconditioner):
@@ -471,17 +668,24 @@ class PreconditionContext:
         self.k = 0
         self.lrs = None
 
-    def friction(self, kind: str = "pilot", rows: int = 1024, dt: float | None = None) -> dict:
-        """{"friction", "fisher", "tau", "method", ...} at the current theta."""
+    def friction(self, kind: str = "pilot", rows: int = 1024, dt: float | None = None, *,
+                 max_dense_params: int | None = None) -> dict:
+        """{"friction", "fisher", "tau", "method", "form", ...} at the current theta.
+
+        ``max_dense_params``: a pilot run with more parameters than this estimates only the
+        diagonals (1-D "friction" and "fisher", form "diagonal (P > max_dense_params)")."""
         energy, theta, mu = self.energy, self.theta, self.mobility
         x = getattr(self.state, "x", None)
         if kind == "pilot" and isinstance(x, torch.Tensor):
             step = float(dt or self.dt)
             if not step > 0:
                 raise InputError("a pilot run needs a positive chain step (pilot_dt)")
-            est = pilot_friction(energy, theta, x, self.sampler, dt=step, mobility=mu, gen=self.gen, rows=rows)
+            diagonal = max_dense_params is not None and int(theta.numel()) > max_dense_params
+            est = pilot_friction(energy, theta, x, self.sampler, dt=step, mobility=mu, gen=self.gen, rows=rows,
+                                 diagonal=diagonal)
+            est["form"] = "diagonal (P > max_dense_params)" if diagonal else "dense"
             est["method"] = f"pilot ({est['pilot_chains']} chains x {est['pilot_steps']} steps, window " \
-                            f"{est['window']} steps)"
+                            f"{est['window']} steps{', diagonal' if diagonal else ''})"
         else:
             exact = getattr(self.state, "friction_exact", None)
             if callable(exact):
@@ -490,16 +694,18 @@ class PreconditionContext:
             else:
                 est = {"friction": friction_exact(energy, theta, mu), "fisher": energy.fisher(theta),
                        "method": "exact (closed form)"}
+            est.setdefault("form", "dense")
         est["tau"] = relaxation_time(est["fisher"], est["friction"])
         return est
 
-    def relaxation_time(self, rows: int = 1024) -> tuple[float, str]:
-        """tau = tr(I^-1 zeta) / P: exact where the backend or the energy knows it, else pilot."""
+    def relaxation_time(self, rows: int = 1024, max_dense_params: int | None = 128) -> tuple[float, str]:
+        """tau = tr(I^-1 zeta) / P: exact where the backend or the energy knows it, else pilot (diagonal
+        I and zeta, tau = mean_i tau_i, above ``max_dense_params`` parameters; see ``Friction``)."""
         try:
             if not isinstance(getattr(self.state, "x", None), torch.Tensor):
                 est = self.friction("exact")
                 return est["tau"], est["method"]
             return relaxation_time_exact(self.energy, self.theta, self.mobility), "exact (closed form)"
         except (InputError, NotImplementedError):
-            est = self.friction("pilot", rows)
+            est = self.friction("pilot", rows, max_dense_params=max_dense_params)
             return est["tau"], est["method"]

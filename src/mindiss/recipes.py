@@ -24,9 +24,10 @@ zeta_ii = I_ii tau_i is the diagonal friction tensor with tau_i the integrated a
 time of d_theta_i E along a pilot run of a clone of the chains (``diagonal_relaxation``), and
 tau = mean_i tau_i (= tr(I^-1 zeta) / P for diagonal matrices).
 
-For networks with P ~ 10^3 parameters the library's full-matrix estimators (``Fisher("full")``,
-``Friction``, ``tau="auto"``) form P x P x lags tensors and do not fit in memory: use these
-diagonal / low-rank recipes and pass ``tau`` from ``estimate_tau``.
+For networks with P ~ 10^3 parameters ``Fisher("full")`` forms a P x P matrix per update: use
+these diagonal / low-rank recipes. ``Friction`` and ``tau="auto"`` switch to their diagonal
+estimates above ``max_dense_params`` parameters, but their pilot still holds the whole d_theta E
+series (pilot steps x pilot chains x P): pass ``tau`` from ``estimate_tau`` or lower ``pilot_chains``.
 """
 from __future__ import annotations
 

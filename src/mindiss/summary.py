@@ -26,7 +26,7 @@ def _estimate_free_energy(out: dict, run, method, sampler, mobility, dts, seed) 
         return
     from . import free_energy as _fe
 
-    energy, theta0, theta1 = run.energy, torch.as_tensor(run.thetas[0]), run.theta.cpu()
+    energy, theta0, theta1 = run.energy, run.theta0.cpu(), run.theta.cpu()
     try:
         if method == "jarzynski":
             st = run.state
@@ -69,17 +69,31 @@ def _finish(run, energy, keep: bool, keep_chains: bool) -> dict:
            "taus": [{"update": k, "tau": t, "method": m} for k, t, m in run.taus]}
     if keep:
         kl0, kl1, ep = _backends.kl_and_entropy(st, energy, theta)
-        out.update(history=History(_columns(energy), np.asarray(run.rows, dtype=float)), thetas=run.thetas,
+        out.update(history=History(_columns(energy), _history_values(run)), thetas=run.thetas,
                    kl_initial=kl0, kl_final=kl1, entropy_production=ep,
                    chain_work=st.work.cpu().numpy().copy() if keep_chains and not exact else None,
                    final_chains=st.x.cpu().clone() if keep_chains and not exact else None)
     return out
 
 
+def _history_values(run) -> np.ndarray:
+    """The recorded rows; a streamed history is moved into place atomically and mapped read-only."""
+    if run.history_file is None:
+        return run.rows[: run.n_rows]
+    import os
+
+    from .train import _partial
+
+    run.rows.flush()
+    run.rows = None
+    os.replace(_partial(run.history_file), run.history_file)
+    return np.load(run.history_file, mmap_mode="r")
+
+
 def _columns(energy) -> tuple:
     return ("update", "t", "lr", "dt", *[f"theta_{i}" for i in range(energy.n_params)],
             *[f"chain_mean_{i}" for i in range(energy.dim)], "work", "heat", "delta_free_energy",
-            "excess_work", "loss_true", "loss_approx")
+            "excess_work", "loss_true", "loss_approx", "loss_approx_change")
 
 
 def _mean_se(values):

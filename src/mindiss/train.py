@@ -28,7 +28,7 @@ from .energies import Energy
 from .preconditioners import PreconditionContext
 from .errors import DivergenceError, InputError, require_positive, require_positive_int
 from .results import ThetaProtocol, TrainResult
-from .summary import _estimate_free_energy, _finish, _summarise
+from .summary import _columns, _estimate_free_energy, _finish, _summarise
 from .samplers import make_sampler
 from .schedules import DiscreteSchedule, Schedule
 
@@ -106,7 +106,8 @@ def train(energy: Energy, data, *, schedule, theta0, mobility: float = 1.0, dura
           progress: bool = False, keep_chains: bool = False, checkpoint=None,
           checkpoint_every: int = 0, resume: bool = False,
           stop: Callable[[], bool] | None = None, on_start: Callable[[], None] | None = None,
-          preconditioner=None, free_energy: str = "auto", shards: int | None = None) -> TrainResult:
+          preconditioner=None, free_energy: str = "auto", shards: int | None = None,
+          batch_size: int | None = None, history_file=None) -> TrainResult:
     """Persistent-chain training of ``energy`` on ``data`` with a learning-rate ``schedule``.
 
     dx = -mu grad_x E dt + sqrt(2 mu) dW between updates; theta_new = theta - lr_k g_hat.
@@ -136,6 +137,18 @@ def train(energy: Energy, data, *, schedule, theta0, mobility: float = 1.0, dura
     the blocks are spread over the ranks (default: one per rank) and every chain statistic is
     all-reduced, so each rank returns the result of one process holding all blocks; only rank 0
     writes checkpoints and shows progress (docs/distributed.md). Default without a group: 1 block.
+
+    ``batch_size``: the data term E_data[d_theta E] of each update from a minibatch of this many data
+    samples drawn with replacement by the replica's own data generator (saved in checkpoints, so a
+    resumed run is bit-identical); the ledger is unaffected (it never involves the data) and the
+    history's true loss stays the full-data loss, while the approximate objective accumulates the
+    minibatch g_hat that the update followed (Identity 1 then holds on average; a note says so).
+    Default: every sample, every update.
+
+    ``history_file``: stream replica 0's history rows into this ``.npy`` file (a memory map written as
+    the run goes, moved into place when the replica ends) instead of memory, so memory does not
+    grow with the number of updates; ``result.history.values`` then maps the file read-only and
+    ``result.thetas`` is None (the history's theta columns hold the recorded path).
     """
     from .preconditioners import make_preconditioner
 
@@ -151,6 +164,14 @@ def train(energy: Energy, data, *, schedule, theta0, mobility: float = 1.0, dura
         raise InputError(f"data_term must be 'moments' or 'samples', got {data_term!r}")
     n_chains = require_positive_int("n_chains", n_chains)
     record_every = require_positive_int("record_every", record_every)
+    if batch_size is not None:
+        batch_size = require_positive_int("batch_size", batch_size)
+    if history_file is not None:
+        import os
+
+        history_file = os.fspath(history_file)
+        if not history_file.endswith(".npy"):
+            raise InputError(f"history_file must end in .npy (a NumPy array file), got {history_file!r}")
     if n_replicas is None:
         n_replicas = 1 if backend in DETERMINISTIC else 4
     n_replicas = require_positive_int("n_replicas", n_replicas)
@@ -183,6 +204,10 @@ def train(energy: Energy, data, *, schedule, theta0, mobility: float = 1.0, dura
     if dataset.samples is None and not getattr(energy, "gaussian", False) and backend == "fokker_planck":
         raise InputError("a non-quadratic energy on the Fokker-Planck backend needs data samples "
                          "(the data term E_data[d_theta E] is not a function of mean and variance)")
+    if batch_size and dataset.samples is None and not (backend == "particles" and (
+            data_term == "samples" or not getattr(energy, "gaussian", False))):
+        raise InputError("batch_size needs data samples (the data is a distribution given by its moments "
+                         "here; its data term is exact without minibatches)")
     lrs, dts, path = _steps(schedule, n_steps, duration)
     if path is not None and path.shape != (len(dts) + 1, energy.n_params):
         raise InputError(f"protocol thetas must have shape ({len(dts) + 1}, {energy.n_params}), got {path.shape}")
@@ -196,7 +221,8 @@ def train(energy: Energy, data, *, schedule, theta0, mobility: float = 1.0, dura
                          theta_start, mobility, n_chains, n_replicas, sampler_obj.name, backend, seed,
                          str(dtype), str(device), _chains_key(chains), data_term, record_every, keep_chains,
                          getattr(schedule, "name", None), repr(getattr(schedule, "params", None)),
-                         _pre_key(pre_proto), free_energy, *([("shards", shards)] if shards > 1 else []))
+                         _pre_key(pre_proto), free_energy, *([("shards", shards)] if shards > 1 else []),
+                         *([("batch_size", batch_size)] if batch_size else []))
     ck = comm.from_root(lambda: _ck.load(checkpoint, fp)) if resume else None
     if on_start is not None and comm.rank == 0:
         on_start()
@@ -246,7 +272,14 @@ def train(energy: Energy, data, *, schedule, theta0, mobility: float = 1.0, dura
                 gen = _dist.ShardGenerators(chain_seed, shards, comm, device)
                 state = _dist.ShardedParticleChains.start(energy, theta_start, chains, n_chains, gen, dtype,
                                                           data_r.samples)
-            run = _Run(energy, data_r, state, theta_start, gen, n_updates)
+            data_gen = None
+            if batch_size:
+                data_gen = torch.Generator(device=data_r.samples.device).manual_seed(data_seed)
+            run = _Run(energy, data_r, state, theta_start, gen, n_updates,
+                       n_rows=_n_rows(n_updates, record_every) if replica == 0 else 0,
+                       history_file=history_file if replica == 0 else None,
+                       keep_thetas=replica == 0 and history_file is None, data_gen=data_gen, batch_size=batch_size,
+                       reopen=bool(ck is not None and ck["run"] is not None and ck["run"]["replica"] == replica))
             run.once = comm.count_once(sampler_obj)
             if getattr(state, "particles", False) and free_energy in ("auto", "ais", "ti") \
                     and not math.isfinite(run.fe0):
@@ -285,8 +318,14 @@ def train(energy: Energy, data, *, schedule, theta0, mobility: float = 1.0, dura
         if bar:
             bar.stop()
 
-    return _summarise(summaries, energy, theta_start, dts, total_time, backend, sampler_obj, n_chains, mobility,
-                      temperature_kelvin, chains is None)
+    result = _summarise(summaries, energy, theta_start, dts, total_time, backend, sampler_obj, n_chains, mobility,
+                        temperature_kelvin, chains is None)
+    if batch_size:
+        result.notes.append(f"minibatches of {batch_size} data samples: the approximate objective follows the "
+                            "minibatch g_hat, so Identity 1 (true - approximate loss change = W_ex) holds on "
+                            "average over minibatches; identity1_residual includes sum_k dtheta . (full-data "
+                            "minus minibatch data term). The ledger (work, heat, W_ex) is exact per update.")
+    return result
 
 
 def _stop_together(stop, comm):
@@ -300,13 +339,16 @@ def _progress_tick(bar, task, offset):
 
     start = []
 
-    def tick(k, row):
+    def tick(k, run):
         now = time.perf_counter()
         if not start:
             start.append((now, k))
         t0, k0 = start[0]
         rate = (k - k0) / (now - t0) if now > t0 else 0.0
-        bar.update(task, completed=offset + k, rate=f"{rate:,.0f}", excess=f"{row[-3]:.4g}", loss=f"{row[-2]:.4g}")
+        st = run.state
+        excess = st.mean_work() - (_backends.free_energy(run.energy, run.theta, st) - run.fe0)
+        loss = _backends.loss(run.energy, run.data, run.theta, st)
+        bar.update(task, completed=offset + k, rate=f"{rate:,.0f}", excess=f"{excess:.4g}", loss=f"{loss:.4g}")
 
     return tick
 
@@ -345,16 +387,39 @@ def replay(energy: Energy, data, protocol: ThetaProtocol, **kwargs) -> TrainResu
 class _Run:
     """The mutable state of one replica: what a checkpoint saves and a resume restores."""
 
-    def __init__(self, energy, data, state, theta, gen, n_updates):
+    def __init__(self, energy, data, state, theta, gen, n_updates, *, n_rows: int = 0, history_file=None,
+                 keep_thetas: bool = False, data_gen=None, batch_size=None, reopen: bool = False):
         self.energy, self.data, self.state, self.theta, self.gen = energy, data, state, theta, gen
+        self.theta0 = theta.clone()
         self.k = 0                                   # updates done
         self.fe0 = _backends.free_energy(energy, theta, state)
         self.loss0 = _backends.loss(energy, data, theta, state)
-        self.loss_approx = 0.0
+        self.loss_approx = 0.0    # sum_k (theta_{k+1} - theta_k) . g_hat_k
         self.t_now = 0.0
-        self.rows: list = []
-        self.thetas = np.empty((n_updates + 1, energy.n_params))
-        self.thetas[0] = theta.cpu().numpy()
+        self.n_rows = 0
+        self.pending: list = []   # recorded rows not yet in ``rows``
+        self.columns = _columns(energy)
+        self.rows = None          # (rows, columns) float64: in memory, or a memmap streamed to history_file
+        if n_rows:
+            shape = (n_rows, len(self.columns))
+            if history_file is None:
+                self.rows = np.full(shape, np.nan)
+            elif reopen:   # a resumed replica continues the rows streamed before the interruption
+                try:
+                    self.rows = np.load(_partial(history_file), mmap_mode="r+")
+                except OSError as exc:
+                    raise InputError(f"cannot resume the streamed history: {exc}") from None
+                if self.rows.shape != shape:
+                    raise InputError(f"the streamed history {_partial(history_file)} has shape {self.rows.shape}, "
+                                     f"this run needs {shape}")
+            else:
+                self.rows = np.lib.format.open_memmap(_partial(history_file), mode="w+", dtype=np.float64,
+                                                      shape=shape)
+        self.history_file = history_file
+        self.thetas = None        # theta after every update (replica 0, in-memory history only)
+        if keep_thetas:
+            self.thetas = np.empty((n_updates + 1, energy.n_params))
+            self.thetas[0] = theta.cpu().numpy()
         self.replica = 0
         self.lrs = None
         self.pre = None           # the replica's preconditioner (learning-rate matrix)
@@ -363,22 +428,38 @@ class _Run:
         self.x0 = None            # initial chain states for a Delta F estimator
         self.stats_kw: dict = {}  # extra arguments of grad_theta_stats (sharded chains: what to reduce)
         self.once = contextlib.nullcontext()   # pilot runs repeated on every rank count once
+        self.data_gen, self.batch_size = data_gen, batch_size   # minibatches of the data term
+
+    def flush_rows(self) -> None:
+        """Move the rows buffered as Python lists (cheap to append per update) into the array."""
+        if self.pending:
+            n = len(self.pending)
+            self.rows[self.n_rows:self.n_rows + n] = self.pending
+            self.n_rows += n
+            self.pending = []
 
     def state_dict(self) -> dict:
+        self.flush_rows()
+        if self.history_file is not None and self.rows is not None:
+            self.rows.flush()     # rows past n_rows are rewritten after a resume
+        rows = None if self.rows is None else (self.n_rows if self.history_file is not None
+                                               else self.rows[: self.n_rows].copy())
         return {"replica": self.replica, "k": self.k, "theta": self.theta.clone(), "chains": self.state.state_dict(),
                 "gen": self.gen.get_state(), "loss_approx": self.loss_approx, "t_now": self.t_now,
-                "rows": [list(r) for r in self.rows], "thetas": self.thetas.copy(),
+                "n_rows": self.n_rows, "rows": rows, "thetas": None if self.thetas is None else self.thetas.copy(),
                 "lrs": None if self.lrs is None else self.lrs.copy(), "taus": list(self.taus),
                 "pre": None if self.pre is None else self.pre.state_dict(),
-                "pgen": None if self.ctx is None else self.ctx.gen.get_state(), "x0": self.x0}
+                "pgen": None if self.ctx is None else self.ctx.gen.get_state(), "x0": self.x0,
+                "data_gen": None if self.data_gen is None else self.data_gen.get_state()}
 
     def load_state_dict(self, sd: dict) -> None:
-        self.k, self.loss_approx, self.t_now = sd["k"], sd["loss_approx"], sd["t_now"]
+        self.k, self.t_now, self.n_rows, self.loss_approx = sd["k"], sd["t_now"], sd["n_rows"], sd["loss_approx"]
         self.theta = sd["theta"].to(self.theta.device).clone()
         self.state.load_state_dict(sd["chains"])
         self.gen.set_state(sd["gen"])
-        self.rows = [list(r) for r in sd["rows"]]
-        self.thetas = sd["thetas"].copy()
+        if self.rows is not None and self.history_file is None:
+            self.rows[: self.n_rows] = sd["rows"]
+        self.thetas = None if sd["thetas"] is None else sd["thetas"].copy()
         self.lrs = None if sd["lrs"] is None else sd["lrs"].copy()
         self.taus = list(sd["taus"])
         self.x0 = sd["x0"]
@@ -387,6 +468,41 @@ class _Run:
         if self.ctx is not None:
             self.ctx.gen.set_state(sd["pgen"])
             self.ctx.theta = self.theta
+        if self.data_gen is not None:
+            self.data_gen.set_state(sd["data_gen"])
+
+    def fill_losses(self, rows=None) -> None:
+        """The columns that need F(theta) (Delta F, W_ex, true loss), evaluated after the updates for
+        every recorded theta at once (quadrature is the costly part of a record), in chunks."""
+        if self.rows is None:
+            return
+        cols = self.columns
+        j_th = cols.index("theta_0")
+        j_w, j_f, j_ex, j_l, j_la, j_lac = (cols.index(c) for c in ("work", "delta_free_energy", "excess_work",
+                                                                   "loss_true", "loss_approx",
+                                                                   "loss_approx_change"))
+        idx = range(self.n_rows) if rows is None else rows
+        chunk = 4096
+        for lo in range(0, len(idx), chunk):
+            sel = np.asarray(idx[lo:lo + chunk])
+            block = self.rows[sel]
+            thetas = block[:, j_th:j_th + self.energy.n_params]
+            dev = self.theta.device
+            fe = _backends.free_energy_many(self.energy, thetas, self.state, dev) - self.fe0
+            block[:, j_f] = fe
+            block[:, j_ex] = block[:, j_w] - fe
+            block[:, j_l] = _backends.loss_many(self.energy, self.data, thetas, self.state, fe + self.fe0, dev)
+            block[:, j_la] = self.loss0 + block[:, j_lac]
+            self.rows[sel] = block
+
+
+def _partial(path) -> str:
+    return f"{path}.partial.npy"
+
+
+def _n_rows(n_updates: int, record_every: int) -> int:
+    """Row 0, every multiple of record_every and the last update."""
+    return 1 + n_updates // record_every + (1 if n_updates % record_every else 0)
 
 
 def _run_replica(run: _Run, dts, path, mobility, sampler, record_every, observers, tick,
@@ -394,13 +510,24 @@ def _run_replica(run: _Run, dts, path, mobility, sampler, record_every, observer
     """The canonical update loop for one replica (continues from ``run.k``)."""
     energy, data, state, gen = run.energy, run.data, run.state, run.gen
     n_updates = len(dts)
-    data_grad = lambda th: _backends.data_mean_grad_theta(energy, data, th)  # noqa: E731
+    if run.batch_size:
+        samples, n_data, bsize, dgen = data.samples, data.samples.shape[0], run.batch_size, run.data_gen
+
+        def data_grad(th):   # a minibatch drawn with replacement: O(batch_size), its own generator
+            idx = torch.randint(n_data, (bsize,), generator=dgen, device=dgen.device).to(samples.device)
+            return energy.mean_grad_theta(samples[idx], th).to(torch.float64)
+    else:
+        data_grad = lambda th: _backends.data_mean_grad_theta(energy, data, th)  # noqa: E731
     if path is not None:
         path_t = torch.as_tensor(path, dtype=torch.float64, device=run.theta.device)
+    nan = math.nan
+    n_params = energy.n_params
+    small = n_params <= 64    # few parameters: host floats are cheaper than tensor ops
+    j_mean = 4 + n_params
+    j_work = j_mean + energy.dim
+    chain_mean = getattr(state, "chain_mean_list", None) or (lambda: state.chain_mean().tolist())
 
-    def record(k, lr, dt):
-        theta = run.theta
-        fe = _backends.free_energy(energy, theta, state) - run.fe0
+    def record(k, lr, dt, th_host):
         work, heat = state.mean_work(), state.mean_heat()
         if not (abs(work) < LEDGER_LIMIT and abs(heat) < LEDGER_LIMIT):
             raise DivergenceError(k, f"the ledger left the finite range (mean work {work:.3g}, mean heat "
@@ -408,66 +535,96 @@ def _run_replica(run: _Run, dts, path, mobility, sampler, record_every, observer
                                   _divergence_cause(sampler, energy, dt or float(dts[max(k - 2, 0)]), mobility)
                                   if path is None and sampler.name == "euler" else
                                   "the learning rate or chain step is too large for this energy")
-        run.rows.append([k, run.t_now, lr, dt, *theta.tolist(), *state.chain_mean().tolist(), work,
-                         heat, fe, work - fe, _backends.loss(energy, data, theta, state), run.loss0 + run.loss_approx])
+        if run.rows is not None:   # F-dependent columns are filled after the updates (fill_losses)
+            if small:
+                run.pending.append([k, run.t_now, lr, dt, *th_host, *chain_mean(), work, heat, nan, nan, nan, nan,
+                                    run.loss_approx])
+                if len(run.pending) >= 256:
+                    run.flush_rows()
+            else:
+                run.flush_rows()
+                row = run.rows[run.n_rows]
+                row[:4] = (k, run.t_now, lr, dt)
+                row[4:j_mean] = th_host
+                row[j_mean:j_work] = chain_mean()
+                row[j_work:] = (work, heat, nan, nan, nan, nan, run.loss_approx)
+                run.n_rows += 1
 
-    if run.k == 0 and not run.rows:
-        record(0, 0.0, 0.0)
+    prev_host = run.theta.tolist() if small else None
+    if run.k == 0 and run.n_rows == 0:
+        record(0, 0.0, 0.0, run.theta.tolist() if small else run.theta.cpu().numpy())
+    dt_list = np.asarray(dts, dtype=float).tolist()
+    lr_list = run.lrs.tolist() if run.lrs is not None and online is None else None   # online: retuned
+    pre = run.pre
+    mean_grad_theta, move, check_theta = state.mean_grad_theta, state.move, energy.check_theta
     for k in range(run.k, n_updates):
         if stop is not None and stop():
             if save is not None:
                 save(run)
             raise Interrupted(k, checkpoint_path if save is not None else None)
         theta = run.theta
-        dt = float(dts[k])
-        pre = run.pre
+        dt = dt_list[k]
         if pre is None:
-            g = data_grad(theta) - state.mean_grad_theta(energy, theta)
+            g = data_grad(theta) - mean_grad_theta(energy, theta)
         else:
             run.ctx.theta, run.ctx.k, run.ctx.lrs = theta, k, run.lrs
             stats = state.grad_theta_stats(energy, theta, pre.needs, pre.rows, run.ctx.gen, **run.stats_kw)
             g = data_grad(theta) - stats.mean
-        if not bool(torch.isfinite(g).all()):
-            raise DivergenceError(k + 1, "g_hat (the chain statistics) is not finite",
-                                  _divergence_cause(sampler, energy, float(dts[max(k - 1, 0)]), mobility))
+            if not bool(torch.isfinite(g).all()):   # before the preconditioner sees the statistics
+                _raise_g(k, g, sampler, energy, dts, mobility)
         if path is None:
             if online is not None and k > 1 and dt > 0 and (k - 1) % online[0].params["tau_refresh"] == 0:
                 run.ctx.theta = theta
                 with run.once:
                     _retune(run, online[0], online[1], k)
-            lr = float(run.lrs[k])
+            lr = lr_list[k] if lr_list is not None else float(run.lrs[k])
             if pre is None:
-                theta_new = theta - lr * g
+                theta_new = theta - lr * g   # (not add(alpha=-lr): user loops replay this rounding)
             else:
-                with run.once:   # g is finite here: checked above
+                with run.once:
                     pre.observe(stats, run.ctx)
-                step = pre.apply(g)
-                theta_new = theta - lr * step
+                theta_new = theta - lr * pre.apply(g)
         else:
-            lr = math.nan
+            lr = nan
             theta_new = path_t[k + 1]
-        if not bool(torch.isfinite(theta_new).all()):
+        # the one host transfer of an update: the checks and the history use it
+        th_host = theta_new.tolist() if small else theta_new.cpu().numpy()
+        if not (all(map(math.isfinite, th_host)) if small else bool(np.isfinite(th_host).all())):
+            _raise_g(k, g, sampler, energy, dts, mobility)
             raise DivergenceError(k + 1, "theta is not finite", "the learning rate is too large")
-        msg = energy.check_theta(theta_new)
+        msg = check_theta(theta_new)
         if msg:
             raise DivergenceError(k + 1, msg, "the learning rate is too large for this parameter")
         state.apply_update(energy, theta, theta_new)
-        run.loss_approx += float(torch.dot(theta_new - theta, g))
+        if small:
+            run.loss_approx += sum((a - b) * c for a, b, c in zip(th_host, prev_host, g.tolist()))
+            prev_host = th_host
+        else:
+            run.loss_approx += float(torch.dot(theta_new - theta, g))
         run.theta = theta_new
         if dt > 0:
-            state.move(energy, theta_new, dt, mobility, sampler, gen)
+            move(energy, theta_new, dt, mobility, sampler, gen)
             run.t_now += dt
-        run.thetas[k + 1] = theta_new.cpu().numpy()
+        if run.thetas is not None:
+            run.thetas[k + 1] = th_host
         if (k + 1) % record_every == 0 or k + 1 == n_updates:
-            record(k + 1, lr, dt)
+            record(k + 1, lr, dt, th_host)
         run.k = k + 1
-        for obs in observers:
-            obs(k + 1, theta_new, state)
+        if observers:
+            for obs in observers:
+                obs(k + 1, theta_new, state)
         if tick is not None and (run.k % 16 == 0 or run.k == n_updates):
-            tick(run.k, run.rows[-1])
-        if save is not None and checkpoint_every and run.k % checkpoint_every == 0 and run.k < n_updates:
+            tick(run.k, run)
+        if checkpoint_every and save is not None and run.k % checkpoint_every == 0 and run.k < n_updates:
             save(run)
     if not state.finite():
         raise DivergenceError(n_updates, "chain energies are not finite", "the chain step is too large")
+    run.flush_rows()
+    run.fill_losses()
 
 
+def _raise_g(k, g, sampler, energy, dts, mobility) -> None:
+    """DivergenceError if g_hat is not finite (else return)."""
+    if not bool(torch.isfinite(g).all()):
+        raise DivergenceError(k + 1, "g_hat (the chain statistics) is not finite",
+                              _divergence_cause(sampler, energy, float(dts[max(k - 1, 0)]), mobility))

@@ -7,7 +7,6 @@ progress; call it as work completes.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -112,20 +111,6 @@ def _num(v):
 
 
 Progress = Callable[[int, int], None]
-
-
-@contextlib.contextmanager
-def single_thread():
-    """One torch thread for an experiment's particle runs: the per-update tensors are small and
-    intra-op threads stall when another process shares the cores. Restored on exit."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def no_progress(done: int, total: int) -> None:

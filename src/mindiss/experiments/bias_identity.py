@@ -9,7 +9,8 @@ from .. import bounds, data, schedules
 from ..energies import HarmonicTrap
 from ..errors import InputError
 from ..train import train
-from .base import Check, ExperimentResult, Table, no_progress, single_thread
+from ..threads import single_thread
+from .base import Check, ExperimentResult, Table, no_progress
 
 NAME = "bias_identity"
 TITLE = "The bias identity"

@@ -41,7 +41,8 @@ from ..neural import NeuralEnergy
 from ..rbm import GaussianBernoulliRBM
 from ..samplers import MALA
 from ..train import train
-from .base import Check, ExperimentResult, Table, no_progress, single_thread
+from ..threads import single_thread
+from .base import Check, ExperimentResult, Table, no_progress
 
 NAME = "neural_recipes"
 TITLE = "Neural EBM recipes on the true loss"
@@ -67,7 +68,7 @@ HIDDEN, CONFINEMENT, STEP = (32, 32), 0.5, 0.2
 SCALE_GRIDS = {
     "sgd-constant": (0.03, 0.1, 0.3, 1.0), "sgd-cosine": (0.03, 0.1, 0.3, 1.0), "sgd-linear": (0.03, 0.1, 0.3, 1.0),
     "adam": (0.001, 0.003, 0.01, 0.03), "natural-diag": (0.003, 0.01, 0.03, 0.1),
-    "natural-lowrank": (0.1, 0.3, 1.0, 3.0), "friction-diag": (0.01, 0.03, 0.1, 0.3),
+    "natural-lowrank": (0.3, 1.0, 3.0, 10.0), "friction-diag": (0.01, 0.03, 0.1, 0.3),
 }
 QUICK_GRIDS = {k: v[1:3] for k, v in SCALE_GRIDS.items()}
 SETTINGS = {
