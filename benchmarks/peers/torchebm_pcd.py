@@ -27,7 +27,7 @@ import mindiss as md
 from mindiss.schedules import constant
 
 VARIANCE, MOBILITY, DT, LR = 1.0, 1.0, 1e-3, 1e-3
-CONFIGS = [(100_000, 1, 1000), (10_000, 2, 1000)]
+CONFIGS = [(100_000, 1, 1000), (10_000, 2, 10_000)]
 
 
 def _problem(n_chains, dim, seed):

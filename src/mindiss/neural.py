@@ -238,6 +238,22 @@ class NeuralEnergy(Energy):
                     total += g.to(F64)
         return total / x.shape[0]
 
+    def grad_hat(self, data, x, theta):
+        """g_hat = E_data[d_theta E] - E_chains[d_theta E] (float64, (P,)) from one backward of
+        mean f(data) - mean f(x) (the confinement does not depend on theta); ``data`` in the chains'
+        dtype. The update loop uses it when no preconditioner needs the chain statistics alone."""
+        theta = self._as_theta(theta)
+        cdt = self.dtype or x.dtype
+        with torch.enable_grad():
+            flat = theta.detach().to(cdt).requires_grad_(True)
+            params = {**self._unflatten(flat), **self._buffers_for(cdt, theta.device)}
+            both = torch.cat([data.detach().to(cdt), x.detach().to(cdt)])
+            f = self._f(params, both)
+            n = data.shape[0]
+            objective = f[:n].mean() - f[n:].mean()
+            (g,) = torch.autograd.grad(objective, flat, allow_unused=True)
+        return torch.zeros(self.n_params, dtype=F64, device=theta.device) if g is None else g.to(F64)
+
     def delta_energy(self, x, theta_old, theta_new, out=None):
         """W = E_{theta_new}(x) - E_{theta_old}(x) per chain (chains frozen), float64; the
         confinement does not depend on theta and cancels."""

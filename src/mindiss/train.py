@@ -23,6 +23,7 @@ import torch
 from . import backends as _backends
 from . import distributed as _dist
 from .backends import BACKENDS, DETERMINISTIC
+from .chains import ParticleChains
 from .data import as_dataset
 from .energies import Energy
 from .preconditioners import PreconditionContext
@@ -510,12 +511,20 @@ def _run_replica(run: _Run, dts, path, mobility, sampler, record_every, observer
     """The canonical update loop for one replica (continues from ``run.k``)."""
     energy, data, state, gen = run.energy, run.data, run.state, run.gen
     n_updates = len(dts)
+    # a network's g_hat in one backward over data and chains together, data in the chains' dtype
+    fused = (run.pre is None and callable(getattr(energy, "grad_hat", None)) and type(state) is ParticleChains
+             and data.samples is not None)
+    if fused:
+        data_x = data.samples.to(device=state.x.device, dtype=state.x.dtype)
     if run.batch_size:
-        samples, n_data, bsize, dgen = data.samples, data.samples.shape[0], run.batch_size, run.data_gen
+        samples = data_x if fused else data.samples
+        n_data, bsize, dgen = samples.shape[0], run.batch_size, run.data_gen
 
         def data_grad(th):   # a minibatch drawn with replacement: O(batch_size), its own generator
             idx = torch.randint(n_data, (bsize,), generator=dgen, device=dgen.device).to(samples.device)
-            return energy.mean_grad_theta(samples[idx], th).to(torch.float64)
+            return samples[idx] if fused else energy.mean_grad_theta(samples[idx], th).to(torch.float64)
+    elif fused:
+        data_grad = lambda th: data_x  # noqa: E731
     else:
         data_grad = lambda th: _backends.data_mean_grad_theta(energy, data, th)  # noqa: E731
     if path is not None:
@@ -564,7 +573,9 @@ def _run_replica(run: _Run, dts, path, mobility, sampler, record_every, observer
             raise Interrupted(k, checkpoint_path if save is not None else None)
         theta = run.theta
         dt = dt_list[k]
-        if pre is None:
+        if fused:
+            g = energy.grad_hat(data_grad(theta), state.x, theta)
+        elif pre is None:
             g = data_grad(theta) - mean_grad_theta(energy, theta)
         else:
             run.ctx.theta, run.ctx.k, run.ctx.lrs = theta, k, run.lrs
