@@ -146,7 +146,9 @@ def test_minibatched_training_keeps_the_ledger_exact_and_full_batches_reproduce_
     assert abs(res.thetas[-1] - full.thetas[-1]).max() > 1e-6      # the batches changed the trajectory
     whole = D.Minibatches(e, data, batch_size=64, gen=5)            # one batch = all rows, permuted
     same = md.train(whole, whole.data, **kw)
-    assert abs(same.thetas[-1] - full.thetas[-1]).max() < 1e-9
+    # (train's full-data path takes the data term in the chains' float32 in one backward with the chain
+    # term; the wrapper's batches stay float64: the paths agree to float32 rounding, not to 1e-9)
+    assert abs(same.thetas[-1] - full.thetas[-1]).max() < 1e-7
 
 
 def test_minibatches_refuse_bad_input():

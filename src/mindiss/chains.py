@@ -41,8 +41,9 @@ class ParticleChains:
                      for name in ("energy", "delta_energy")}
         self.energy_start = energy.energy(x, theta)
         self.energy_now = self.energy_start.clone()
-        self.work = torch.zeros_like(self.energy_now)
-        self.heat = torch.zeros_like(self.energy_now)
+        # work and heat are the two rows of one (2, N) ledger: both means from one reduction per record
+        self._ledger = self.energy_now.new_zeros((2, self.energy_now.shape[0]))
+        self.work, self.heat = self._ledger[0], self._ledger[1]
         self._scratch = torch.empty_like(self.energy_now)
         self._mean: torch.Tensor | None = None
         # E = theta . phi(x): phi of the current states is computed once per move and shared by
@@ -138,6 +139,12 @@ class ParticleChains:
     def mean_heat(self) -> float:
         return self.heat.sum().item() / self.heat.shape[0]
 
+    def mean_work_heat(self) -> tuple[float, float]:
+        """(mean work, mean heat) per chain from one reduction over the ledger."""
+        w, h = self._ledger.sum(1).tolist()
+        n = self._ledger.shape[1]
+        return w / n, h / n
+
     def first_law_residual(self, energy, theta) -> float:
         """max_i |E_{theta}(x_i) - E_{theta_0}(x_i,0) - W_i - Q_i|, energies recomputed afresh."""
         if self._out["energy"]:   # in the scratch buffer: no N-sized temporaries at 1e7 chains
@@ -157,6 +164,8 @@ class ParticleChains:
     def load_state_dict(self, sd: dict) -> None:
         for k in self._STATE:
             setattr(self, k, sd[k].clone())
+        self._ledger = torch.stack([self.work, self.heat])
+        self.work, self.heat = self._ledger[0], self._ledger[1]
         self._scratch = torch.empty_like(self.energy_now)
         self._mean = None
         if self._phi_fn is not None:

@@ -232,6 +232,7 @@ class Minibatches(EnergyWrapper):
             raise InputError(f"batch_size {batch_size} exceeds the {self.data.shape[0]} data samples")
         self.gen = _generator(gen)
         self.grad_theta_constant = False    # never cache the data term: it changes every update
+        self.grad_hat = None                 # nor fuse it with the chain term: the batches come from here
         self._order = torch.empty(0, dtype=torch.long)
         self._pos = 0
         self.n_batches = 0

@@ -536,8 +536,10 @@ def _run_replica(run: _Run, dts, path, mobility, sampler, record_every, observer
     j_work = j_mean + energy.dim
     chain_mean = getattr(state, "chain_mean_list", None) or (lambda: state.chain_mean().tolist())
 
+    work_heat = getattr(state, "mean_work_heat", None) or (lambda: (state.mean_work(), state.mean_heat()))
+
     def record(k, lr, dt, th_host):
-        work, heat = state.mean_work(), state.mean_heat()
+        work, heat = work_heat()
         if not (abs(work) < LEDGER_LIMIT and abs(heat) < LEDGER_LIMIT):
             raise DivergenceError(k, f"the ledger left the finite range (mean work {work:.3g}, mean heat "
                                   f"{heat:.3g} kT per chain): chains escaping to huge energies",
