@@ -164,8 +164,9 @@ class HarmonicTrap(DiagonalGaussianEnergy):
                 return torch.sub(x.squeeze(-1), theta, out=out).square_().mul_(0.5 / self.variance)
             return (x.to(torch.float64).squeeze(-1) - theta).square_().mul_(0.5 / self.variance)
         e = torch.sub(x, theta).square_()   # float32 - float64 promotes: the energy is float64
-        return torch.sum(e, -1, out=out).mul_(0.5 / self.variance) if out is not None \
-            else e.sum(-1).mul_(0.5 / self.variance)
+        # the sum over a short last axis as a mat-vec (a reduction over 2 columns is ~10x slower)
+        half_k = theta.new_full((self.dim,), 0.5 / self.variance)
+        return torch.mv(e, half_k, out=out) if out is not None else torch.mv(e, half_k)
 
     def loss_many(self, data_mean, data_var, thetas) -> np.ndarray:
         """L(theta_r) = sum_j ((m_j - theta_rj)^2 + v_j) / (2 s) + d ln(2 pi s) / 2 for each row of
@@ -196,7 +197,10 @@ class HarmonicTrap(DiagonalGaussianEnergy):
             return torch.mul(x.squeeze(-1), 2.0, out=out).sub_(shift).mul_(step)
         if self.dim == 1:
             return (x.to(torch.float64).squeeze(-1) * 2.0 - shift) * step
-        return (x.to(torch.float64) * 2.0 - shift) @ step
+        # = x . (2 step) - shift . step: one mat-vec over the chains, the rest on d-vectors
+        offset = -(shift @ step)
+        return torch.addmv(offset, x.to(torch.float64), step * 2.0, out=out) if out is not None \
+            else torch.addmv(offset, x.to(torch.float64), step * 2.0)
 
     def expected_delta_energy(self, mean, var, theta_old, theta_new):
         # Linear in x, so its mean is its value at the chain mean (no cancellation error).
