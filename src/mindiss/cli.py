@@ -197,6 +197,7 @@ def train_cmd(
     import signal
 
     from . import config as C
+    from .config_neural import grid_note
     from .rundir import RunDir
     from .train import Interrupted, train
 
@@ -237,7 +238,7 @@ def train_cmd(
 
         progress = not quiet and not as_json and sys.stderr.isatty()
         res = train(**kwargs, progress=progress, stop=lambda: bool(stop_requested), on_start=start)
-        res.notes.extend(notes + [n for n in [C.grid_note(kwargs["energy"], res.replica_theta_final[0])] if n])
+        res.notes.extend(notes + [n for n in [grid_note(kwargs["energy"], res.replica_theta_final[0])] if n])
         if run_dir is not None:
             run_dir.write_result(res)
             run_dir.log(f"finished: excess work {res.excess_work:.6g} +- {res.excess_work_se:.2g} kT")

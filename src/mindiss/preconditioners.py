@@ -22,7 +22,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .autocorrelation import (friction_exact, integrated_autocorrelation, integrated_autocorrelation_diag,
+                              pilot_friction, pilot_series, relaxation_time, relaxation_time_exact)
 from .errors import InputError, require_positive, require_positive_int
+
+#: the estimators of ``autocorrelation`` are part of this module's interface too
+__all__ = ["GradStats", "fisher_from_samples", "conjugate_gradient", "lowrank_fisher_matvec", "woodbury_solve",
+           "top_factor", "Preconditioner", "Fisher", "Friction", "Adam", "make_preconditioner",
+           "PreconditionContext", "friction_exact", "integrated_autocorrelation", "integrated_autocorrelation_diag",
+           "pilot_friction", "pilot_series", "relaxation_time", "relaxation_time_exact"]
 
 
 @dataclass
@@ -91,182 +99,6 @@ def woodbury_solve(blocks, damping: float, g: torch.Tensor) -> torch.Tensor:
     small.diagonal().add_(damping)
     return (g - C.T @ torch.linalg.solve(small, C @ g)) / damping
 
-
-def _sokal_window(trace: torch.Tensor, L: int, c: float) -> tuple[np.ndarray, int]:
-    """Normalised trace autocorrelation r and Sokal's window: the smallest W with W >= c tau_int(W)
-    (tau_int(W) = 1/2 + sum_{l<=W} r(l), in steps), else the last lag."""
-    r = (trace / trace[0]).numpy()
-    window = L - 1
-    acc = 0.5
-    for w in range(1, L):
-        acc += r[w]
-        if w >= c * acc:
-            window = w
-            break
-    return r, window
-
-
-def _check_series(series: torch.Tensor) -> torch.Tensor:
-    s = series.to(torch.float64)
-    if s.ndim != 3 or s.shape[0] < 4:
-        raise InputError(f"series must have shape (T >= 4, n, P), got {tuple(s.shape)}")
-    return s
-
-
-#: complex entries per FFT chunk of the autocorrelation estimators (16 bytes each: 256 MiB)
-_FFT_CHUNK = 1 << 24
-
-
-def integrated_autocorrelation(series: torch.Tensor, dt: float, *, c: float = 5.0, max_lag: int | None = None):
-    """Friction tensor from per-chain time series of d_theta E at equilibrium.
-
-    ``series``: (T, n, P) values of d_theta E at times 0, dt, 2 dt, ... for n independent chains.
-    C(l) = < dG(t + l) dG(t)^T > (average over chains and time origins, dG = G - mean),
-    zeta = dt [C(0) / 2 + sum_{l=1}^{W} (C(l) + C(l)^T) / 2]  (trapezoid rule of the integral),
-    with Sokal's automatic window: the smallest W with W >= c tau_int(W), where
-    tau_int(W) = 1/2 + sum_{l<=W} tr C(l) / tr C(0) (in steps).
-
-    The cross-spectra are summed over chains in the frequency domain (chunks of chains), so memory
-    is O(T P^2) for the lags plus O(T n P) for the series; time O(T n P^2). For large P use
-    ``integrated_autocorrelation_diag`` (``Friction(max_dense_params=...)`` switches automatically).
-
-    Returns (zeta (P, P), window W in steps, tau_int in time units, cov C(0)).
-    """
-    s = _check_series(series)
-    T, n, P = s.shape
-    d = s - s.mean(dim=(0, 1))
-    L = T if max_lag is None else min(T, max_lag + 1)
-    size = 1 << (2 * T - 1).bit_length()
-    F = size // 2 + 1
-    spec = torch.zeros((F, P, P), dtype=torch.complex128)
-    step = max(1, _FFT_CHUNK // max(F * P, 1))
-    for j in range(0, n, step):
-        f = torch.fft.rfft(d[:, j:j + step], n=size, dim=0)                 # (F, chunk, P)
-        # cross-spectrum for every pair (i, j), summed over chains: sum_n f_i conj(f_j)
-        spec += torch.einsum("fni,fnj->fij", f, f.conj())
-    cross = torch.fft.irfft(spec, n=size, dim=0)[:L]                          # (L, P, P)
-    counts = torch.arange(T, T - L, -1, dtype=torch.float64).reshape(L, 1, 1)
-    C = cross / (n * counts)                                                  # (L, P, P)
-    trace = torch.diagonal(C, dim1=1, dim2=2).sum(-1)
-    r, window = _sokal_window(trace, L, c)
-    Cs = 0.5 * (C + C.transpose(1, 2))
-    zeta = dt * (0.5 * Cs[0] + Cs[1:window + 1].sum(0))
-    tau_int = float(dt * (0.5 + r[1:window + 1].sum()))
-    return zeta, int(window), tau_int, C[0]
-
-
-def integrated_autocorrelation_diag(series: torch.Tensor, dt: float, *, c: float = 5.0,
-                                    max_lag: int | None = None):
-    """The diagonal of ``integrated_autocorrelation`` without any P x P array: per parameter,
-    zeta_ii = dt [C_ii(0) / 2 + sum_{l=1}^{W} C_ii(l)] = C_ii(0) tau_i (tau_i the integrated
-    autocorrelation time of d_theta_i E), with the same window W (Sokal's rule on the trace, which
-    only needs the diagonal), so it equals the dense estimate's diagonal. Memory O(T n P) (FFTs in
-    chunks of parameters), time O(T log T n P).
-
-    Returns (zeta_diag (P,), window W in steps, tau_int in time units, variances C_ii(0) (P,)).
-    """
-    s = _check_series(series)
-    T, n, P = s.shape
-    d = s - s.mean(dim=(0, 1))
-    L = T if max_lag is None else min(T, max_lag + 1)
-    size = 1 << (2 * T - 1).bit_length()
-    step = max(1, _FFT_CHUNK // max((size // 2 + 1) * n, 1))
-    C = torch.empty((P, L), dtype=torch.float64)
-    for j in range(0, P, step):
-        f = torch.fft.rfft(d[:, :, j:j + step].permute(2, 1, 0).contiguous(), n=size, dim=-1)  # (chunk, n, F)
-        C[j:j + step] = torch.fft.irfft((f.real ** 2 + f.imag ** 2).sum(1), n=size, dim=-1)[:, :L]
-    C = C.T / (n * torch.arange(T, T - L, -1, dtype=torch.float64).reshape(L, 1))
-    r, window = _sokal_window(C.sum(1), L, c)
-    zeta = dt * (0.5 * C[0] + C[1:window + 1].sum(0))
-    tau_int = float(dt * (0.5 + r[1:window + 1].sum()))
-    return zeta, int(window), tau_int, C[0].clone()
-
-
-def relaxation_time(fisher: torch.Tensor, friction: torch.Tensor) -> float:
-    """tau = tr(I^-1 zeta) / P: the Fisher-weighted mean relaxation time (s / mu for the trap).
-    Diagonal estimates (1-D tensors I_ii, zeta_ii) give mean_i zeta_ii / I_ii."""
-    if fisher.ndim == 1 or friction.ndim == 1:
-        fd = fisher if fisher.ndim == 1 else torch.diagonal(fisher)
-        zd = friction if friction.ndim == 1 else torch.diagonal(friction)
-        return float((zd.to(torch.float64) / fd.to(torch.float64)).mean())
-    sol = torch.linalg.solve(fisher.to(torch.float64), friction.to(torch.float64))
-    return float(torch.diagonal(sol).sum() / fisher.shape[0])
-
-
-def friction_exact(energy, theta: torch.Tensor, mobility: float) -> torch.Tensor:
-    """Closed-form zeta at equilibrium for the built-in Gaussian energies.
-
-    HarmonicTrap: zeta = identity / mu. Gaussian (natural parameters l = (a/s, 1/s)): in (a, s)
-    zeta = diag(1/mu, 1/(4 mu s)) per dimension, mapped by J = d(a, s)/d(l1, l2) as J^T zeta J.
-    """
-    from .energies import Gaussian, HarmonicTrap
-
-    mu = require_positive("mobility", mobility)
-    if isinstance(energy, HarmonicTrap):
-        return torch.eye(energy.dim, dtype=torch.float64, device=theta.device) / mu
-    if isinstance(energy, Gaussian):
-        a, s = energy.gaussian_params(theta)
-        d = energy.dim
-        z = torch.zeros(2 * d, 2 * d, dtype=torch.float64, device=theta.device)
-        for j in range(d):
-            J = torch.tensor([[float(s[j]), -float(a[j] * s[j])], [0.0, -float(s[j]) ** 2]], dtype=torch.float64)
-            zj = J.T @ torch.diag(torch.tensor([1.0 / mu, 1.0 / (4.0 * mu * float(s[j]))], dtype=torch.float64)) @ J
-            idx = [j, j + d]
-            z[np.ix_(idx, idx)] = zj.to(theta.device)
-        return z
-    fp = getattr(energy, "friction", None)
-    if callable(fp):
-        return fp(theta, mobility)
-    raise InputError(f"no closed-form friction tensor for {type(energy).__name__}; use estimate='pilot'")
-
-
-def relaxation_time_exact(energy, theta: torch.Tensor, mobility: float) -> float:
-    """tau = tr(I^-1 zeta) / P from the closed forms (s / mu for the harmonic trap)."""
-    return relaxation_time(energy.fisher(theta), friction_exact(energy, theta, mobility))
-
-
-# ---------------------------------------------------------------------------- pilot runs
-
-def pilot_series(energy, theta, x: torch.Tensor, sampler, *, dt: float, mobility: float, n_steps: int,
-                 gen: torch.Generator, rows: int = 1024) -> torch.Tensor:
-    """d_theta E along ``n_steps`` sampler moves of a clone of (up to ``rows``) chains at fixed theta.
-
-    The persistent chains are not touched (the clone has its own generator), so the ledger and
-    the training trajectory do not depend on whether a pilot ran."""
-    n = x.shape[0]
-    if n > rows:
-        idx = torch.randperm(n, generator=gen, device=gen.device)[:rows].to(x.device)
-        y = x[idx].clone()
-    else:
-        y = x.clone()
-    out = [energy.grad_theta(y, theta).to(torch.float64)]
-    for _ in range(n_steps):
-        y = sampler.step(energy, theta, y, dt=dt, mobility=mobility, gen=gen)
-        out.append(energy.grad_theta(y, theta).to(torch.float64))
-    return torch.stack(out).cpu()
-
-
-def pilot_friction(energy, theta, x, sampler, *, dt, mobility, gen, rows=1024, min_steps=200,
-                   max_steps=20_000, c=5.0, diagonal: bool = False):
-    """Friction, window and tau_int from pilot runs, doubling the run length until it spans at
-    least 20 windows (Sokal's rule of thumb for a reliable integrated autocorrelation).
-
-    ``diagonal``: return diag(zeta) and the variances (P,) (``integrated_autocorrelation_diag``)
-    instead of the P x P tensors; "form" in the result says which."""
-    estimator = integrated_autocorrelation_diag if diagonal else integrated_autocorrelation
-    steps = min_steps
-    while True:
-        series = pilot_series(energy, theta, x, sampler, dt=dt, mobility=mobility, n_steps=steps, gen=gen,
-                              rows=rows)
-        zeta, window, tau_int, cov0 = estimator(series, dt, c=c)
-        if steps >= 20 * window or steps >= max_steps:
-            return {"friction": zeta, "window": window, "tau_int": tau_int, "fisher": cov0,
-                    "pilot_steps": steps, "pilot_chains": series.shape[1], "pilot_dt": dt,
-                    "form": "diagonal" if diagonal else "dense"}
-        steps = min(max_steps, 2 * steps)
-
-
-# ---------------------------------------------------------------------------- preconditioners
 
 class Preconditioner:
     """Base class. Subclasses set ``needs`` in {"samples", "subsample", "cov", "none"}."""

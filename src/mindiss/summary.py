@@ -82,11 +82,11 @@ def _history_values(run) -> np.ndarray:
         return run.rows[: run.n_rows]
     import os
 
-    from .train import _partial
+    from .replica import partial_path
 
     run.rows.flush()
     run.rows = None
-    os.replace(_partial(run.history_file), run.history_file)
+    os.replace(partial_path(run.history_file), run.history_file)
     return np.load(run.history_file, mmap_mode="r")
 
 
