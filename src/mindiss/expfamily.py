@@ -19,6 +19,16 @@ _GL_ORDER = 16
 _GL_NODES, _GL_WEIGHTS = _np.polynomial.legendre.leggauss(_GL_ORDER)
 
 
+def _gauss_legendre(a: float, b: float, panels: int) -> tuple[_np.ndarray, _np.ndarray]:
+    """Nodes and weights of the composite Gauss-Legendre rule of order _GL_ORDER on ``panels``
+    equal panels of [a, b]."""
+    edges = _np.linspace(a, b, panels + 1)
+    half = 0.5 * (edges[1:] - edges[:-1])
+    mid = 0.5 * (edges[1:] + edges[:-1])
+    nodes = (mid[:, None] + half[:, None] * _GL_NODES[None, :]).reshape(-1)
+    return nodes, (half[:, None] * _GL_WEIGHTS[None, :]).reshape(-1)
+
+
 def _log_sum_exp_rows(log_w: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
     """ln sum_j exp(log_w_j - e_rj) per row r, in place in ``e`` (no (R, M) temporaries)."""
     shift = e.min(dim=1, keepdim=True).values
@@ -327,11 +337,7 @@ class ExpFamily(Energy):
         prev = None
         panels = 32
         while True:
-            edges = _np.linspace(a, b, panels + 1)
-            half = 0.5 * (edges[1:] - edges[:-1])
-            mid = 0.5 * (edges[1:] + edges[:-1])
-            nodes = (mid[:, None] + half[:, None] * _GL_NODES[None, :]).reshape(-1)
-            gw = (half[:, None] * _GL_WEIGHTS[None, :]).reshape(-1)
+            nodes, gw = _gauss_legendre(a, b, panels)
             with torch.no_grad():
                 phi = self.phi(torch.as_tensor(nodes, dtype=torch.float64).reshape(-1, 1)).numpy()
             e = phi @ theta64.numpy()
@@ -373,11 +379,8 @@ class ExpFamily(Energy):
         th_t = torch.as_tensor(th)
         prev, panels = None, 4   # (R x nodes) is the cost: start coarse, double until converged
         while True:
-            edges = _np.linspace(a, b, panels + 1)
-            half = 0.5 * (edges[1:] - edges[:-1])
-            mid = 0.5 * (edges[1:] + edges[:-1])
-            nodes = (mid[:, None] + half[:, None] * _GL_NODES[None, :]).reshape(-1)
-            log_gw = torch.as_tensor(_np.log((half[:, None] * _GL_WEIGHTS[None, :]).reshape(-1)))
+            nodes, gw = _gauss_legendre(a, b, panels)
+            log_gw = torch.as_tensor(_np.log(gw))
             with torch.no_grad():
                 phi_t = self.phi(torch.as_tensor(nodes, dtype=torch.float64).reshape(-1, 1)).T
                 step = max(1, int(2e7 // nodes.size))   # rows per block: R x M stays ~160 MB at most

@@ -165,19 +165,25 @@ class NeuralEnergy(Energy):
         """E_theta(x) (float64, (N,)) and grad_x E from one forward and one backward; the gradient is
         kept for the next ``grad_x(x, theta)`` on the same tensors (same objects and versions), which
         is the chain move that follows the frozen-chain work of an update."""
+        f, g = self._f_and_grad_x(x, theta)
+        e = f.detach().to(F64)
+        if self.confinement:
+            e = e.add_(x.to(F64).square().sum(-1), alpha=0.5 * self.confinement)
+        self._grad_x_cache = (x, x._version, theta, theta._version, g)
+        return e
+
+    def _f_and_grad_x(self, x, theta):
+        """(f_theta(x) in the compute dtype, grad_x E = grad_x f + k x in x's dtype): one backward."""
         cdt = self.dtype or x.dtype
         params = self._params(theta, cdt)
         with torch.enable_grad():
             xr = x.detach().to(cdt).requires_grad_(True)
             f = self._f(params, xr)
             (g,) = torch.autograd.grad(f.sum(), xr)
-        e = f.detach().to(F64)
         g = g.to(x.dtype)
         if self.confinement:
-            e = e.add_(x.to(F64).square().sum(-1), alpha=0.5 * self.confinement)
             g = g.add_(x, alpha=self.confinement)
-        self._grad_x_cache = (x, x._version, theta, theta._version, g)
-        return e
+        return f, g
 
     def grad_x(self, x, theta):
         """grad_x E = grad_x f_theta(x) + k x, shape (N, d) in x's dtype (one backward, no graph kept)."""
@@ -186,15 +192,7 @@ class NeuralEnergy(Energy):
             self._grad_x_cache = None
             if hit[0] is x and hit[1] == x._version and hit[2] is theta and hit[3] == theta._version:
                 return hit[4]
-        cdt = self.dtype or x.dtype
-        params = self._params(theta, cdt)
-        with torch.enable_grad():
-            xr = x.detach().to(cdt).requires_grad_(True)
-            (g,) = torch.autograd.grad(self._f(params, xr).sum(), xr)
-        g = g.to(x.dtype)
-        if self.confinement:
-            g = g.add_(x, alpha=self.confinement)
-        return g
+        return self._f_and_grad_x(x, theta)[1]
 
     def grad_theta(self, x, theta, chunk_size: int | None = None):
         """d_theta E per sample, float64, shape (N, P), by vmap(grad) over chunks of ``chunk_size`` rows.

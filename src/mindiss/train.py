@@ -393,26 +393,26 @@ def _run_replica(run: ReplicaState, dts, path, mobility, sampler, record_every, 
     # a network's g_hat in one backward over data and chains together, data in the chains' dtype
     fused = (run.pre is None and callable(getattr(energy, "grad_hat", None)) and type(state) is ParticleChains
              and data.samples is not None)
-    if fused:
-        data_x = data.samples.to(device=state.x.device, dtype=state.x.dtype)
+    # the rows of the data term: every sample (None: the cached / moment-based data term) or a minibatch
+    samples = data.samples.to(device=state.x.device, dtype=state.x.dtype) if fused else data.samples
     if run.batch_size:
-        samples = data_x if fused else data.samples
         n_data, bsize, dgen = samples.shape[0], run.batch_size, run.data_gen
 
-        def data_grad(th):   # a minibatch drawn with replacement: O(batch_size), its own generator
+        def data_rows():   # a minibatch drawn with replacement: O(batch_size), its own generator
             idx = torch.randint(n_data, (bsize,), generator=dgen, device=dgen.device).to(samples.device)
-            return samples[idx] if fused else energy.mean_grad_theta(samples[idx], th).to(torch.float64)
-    elif fused:
-        data_grad = lambda th: data_x  # noqa: E731
+            return samples[idx]
     else:
-        data_grad = lambda th: _backends.data_mean_grad_theta(energy, data, th)  # noqa: E731
+        data_rows = (lambda: samples) if fused else None
+
+    def data_grad(th):   # E_data[d_theta E]
+        if data_rows is None:
+            return _backends.data_mean_grad_theta(energy, data, th)
+        return energy.mean_grad_theta(data_rows(), th).to(torch.float64)
     if path is not None:
         path_t = torch.as_tensor(path, dtype=torch.float64, device=run.theta.device)
     nan = math.nan
     n_params = energy.n_params
     small = n_params <= 64    # few parameters: host floats are cheaper than tensor ops
-    j_mean = 4 + n_params
-    j_work = j_mean + energy.dim
     chain_mean = getattr(state, "chain_mean_list", None) or (lambda: state.chain_mean().tolist())
 
     work_heat = getattr(state, "mean_work_heat", None) or (lambda: (state.mean_work(), state.mean_heat()))
@@ -426,19 +426,10 @@ def _run_replica(run: ReplicaState, dts, path, mobility, sampler, record_every, 
                                   if path is None and sampler.name == "euler" else
                                   "the learning rate or chain step is too large for this energy")
         if run.rows is not None:   # F-dependent columns are filled after the updates (fill_losses)
-            if small:
-                run.pending.append([k, run.t_now, lr, dt, *th_host, *chain_mean(), work, heat, nan, nan, nan, nan,
-                                    run.loss_approx])
-                if len(run.pending) >= 256:
-                    run.flush_rows()
-            else:
+            run.pending.append([k, run.t_now, lr, dt, *th_host, *chain_mean(), work, heat, nan, nan, nan, nan,
+                                run.loss_approx])
+            if len(run.pending) >= 256:
                 run.flush_rows()
-                row = run.rows[run.n_rows]
-                row[:4] = (k, run.t_now, lr, dt)
-                row[4:j_mean] = th_host
-                row[j_mean:j_work] = chain_mean()
-                row[j_work:] = (work, heat, nan, nan, nan, nan, run.loss_approx)
-                run.n_rows += 1
 
     prev_host = run.theta.tolist() if small else None
     if run.k == 0 and run.n_rows == 0:
@@ -455,7 +446,7 @@ def _run_replica(run: ReplicaState, dts, path, mobility, sampler, record_every, 
         theta = run.theta
         dt = dt_list[k]
         if fused:
-            g = energy.grad_hat(data_grad(theta), state.x, theta)
+            g = energy.grad_hat(data_rows(), state.x, theta)
         elif pre is None:
             g = data_grad(theta) - mean_grad_theta(energy, theta)
         else:
