@@ -13,6 +13,8 @@ from .errors import DivergenceError, InputError, MindissError
 from .samplers import MALA, EulerMaruyama, ExactOU
 from .results import History, ThetaProtocol, TrainResult
 from .train import Interrupted, replay, train
+from .core.options import Checkpointing, Dynamics, Ensemble, Estimation, Output
+from .energies import Capabilities
 
 __version__ = "0.1.0"
 
@@ -22,4 +24,5 @@ __all__ = [
     "Energy", "HarmonicTrap", "Gaussian", "ExpFamily", "ParticleChains", "GaussianMoments",
     "ExactOU", "EulerMaruyama", "MALA", "train", "Interrupted", "replay", "TrainResult", "History", "ThetaProtocol",
     "InputError", "DivergenceError", "MindissError", "__version__",
+    "Dynamics", "Ensemble", "Estimation", "Checkpointing", "Output", "Capabilities",
 ]

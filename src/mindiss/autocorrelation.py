@@ -76,16 +76,10 @@ def integrated_autocorrelation(series: torch.Tensor, dt: float, *, c: float = 5.
     return zeta, int(window), tau_int, C[0]
 
 
-def integrated_autocorrelation_diag(series: torch.Tensor, dt: float, *, c: float = 5.0,
-                                    max_lag: int | None = None):
-    """The diagonal of ``integrated_autocorrelation`` without any P x P array: per parameter,
-    zeta_ii = dt [C_ii(0) / 2 + sum_{l=1}^{W} C_ii(l)] = C_ii(0) tau_i (tau_i the integrated
-    autocorrelation time of d_theta_i E), with the same window W (Sokal's rule on the trace, which
-    only needs the diagonal), so it equals the dense estimate's diagonal. Memory O(T n P) (FFTs in
-    chunks of parameters), time O(T log T n P).
-
-    Returns (zeta_diag (P,), window W in steps, tau_int in time units, variances C_ii(0) (P,)).
-    """
+def autocovariance_diag(series: torch.Tensor, max_lag: int | None = None) -> torch.Tensor:
+    """C_i(l) = mean over chains and time origins of dG_i(t + l) dG_i(t), dG = G - mean, for a (T, n, P)
+    series of d_theta E; by FFT (zero-padded: no wrap-around) in chunks of parameters. Shape (L, P),
+    L = min(T, max_lag + 1). Memory O(T n P), time O(T log T n P)."""
     s = _check_series(series)
     T, n, P = s.shape
     d = s - s.mean(dim=(0, 1))
@@ -96,8 +90,33 @@ def integrated_autocorrelation_diag(series: torch.Tensor, dt: float, *, c: float
     for j in range(0, P, step):
         f = torch.fft.rfft(d[:, :, j:j + step].permute(2, 1, 0).contiguous(), n=size, dim=-1)  # (chunk, n, F)
         C[j:j + step] = torch.fft.irfft((f.real ** 2 + f.imag ** 2).sum(1), n=size, dim=-1)[:, :L]
-    C = C.T / (n * torch.arange(T, T - L, -1, dtype=torch.float64).reshape(L, 1))
-    r, window = _sokal_window(C.sum(1), L, c)
+    return C.T / (n * torch.arange(T, T - L, -1, dtype=torch.float64).reshape(L, 1))
+
+
+def sokal_times(r: torch.Tensor, c: float = 5.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per column of a normalised autocorrelation r (L, P): tau_int(W) = 1/2 + sum_{l=1}^W r(l) (in steps)
+    at Sokal's window, the smallest W with W >= c tau_int(W) (else the last lag). Returns (tau, W)."""
+    L = r.shape[0]
+    acc = 0.5 + torch.cumsum(r[1:], 0)                      # (L - 1, P): tau_int(W), W = 1..L-1
+    lags = torch.arange(1, L, dtype=r.dtype)[:, None]
+    ok = lags >= c * acc
+    first = torch.where(ok.any(0), ok.to(torch.int64).argmax(0), torch.full_like(ok[0], L - 2, dtype=torch.int64))
+    tau = acc.gather(0, first[None, :])[0]
+    return tau, first + 1
+
+
+def integrated_autocorrelation_diag(series: torch.Tensor, dt: float, *, c: float = 5.0,
+                                    max_lag: int | None = None):
+    """The diagonal of ``integrated_autocorrelation`` without any P x P array: per parameter,
+    zeta_ii = dt [C_ii(0) / 2 + sum_{l=1}^{W} C_ii(l)] = C_ii(0) tau_i (tau_i the integrated
+    autocorrelation time of d_theta_i E), with the same window W (Sokal's rule on the trace, which
+    only needs the diagonal), so it equals the dense estimate's diagonal. Memory O(T n P) (FFTs in
+    chunks of parameters), time O(T log T n P).
+
+    Returns (zeta_diag (P,), window W in steps, tau_int in time units, variances C_ii(0) (P,)).
+    """
+    C = autocovariance_diag(series, max_lag)
+    r, window = _sokal_window(C.sum(1), C.shape[0], c)
     zeta = dt * (0.5 * C[0] + C[1:window + 1].sum(0))
     tau_int = float(dt * (0.5 + r[1:window + 1].sum()))
     return zeta, int(window), tau_int, C[0].clone()
@@ -135,9 +154,6 @@ def friction_exact(energy, theta: torch.Tensor, mobility: float) -> torch.Tensor
             idx = [j, j + d]
             z[np.ix_(idx, idx)] = zj.to(theta.device)
         return z
-    fp = getattr(energy, "friction", None)
-    if callable(fp):
-        return fp(theta, mobility)
     raise InputError(f"no closed-form friction tensor for {type(energy).__name__}; use estimate='pilot'")
 
 
@@ -149,8 +165,9 @@ def relaxation_time_exact(energy, theta: torch.Tensor, mobility: float) -> float
 # ---------------------------------------------------------------------------- pilot runs
 
 def pilot_series(energy, theta, x: torch.Tensor, sampler, *, dt: float, mobility: float, n_steps: int,
-                 gen: torch.Generator, rows: int = 1024) -> torch.Tensor:
-    """d_theta E along ``n_steps`` sampler moves of a clone of (up to ``rows``) chains at fixed theta.
+                 gen: torch.Generator, rows: int = 1024, dtype=torch.float64) -> torch.Tensor:
+    """d_theta E along ``n_steps`` sampler moves of a clone of (up to ``rows``) chains at fixed theta,
+    shape (n_steps + 1, rows, P) in ``dtype`` on the CPU (float32 halves a network's memory).
 
     The persistent chains are not touched (the clone has its own generator), so the ledger and
     the training trajectory do not depend on whether a pilot ran."""
@@ -160,11 +177,12 @@ def pilot_series(energy, theta, x: torch.Tensor, sampler, *, dt: float, mobility
         y = x[idx].clone()
     else:
         y = x.clone()
-    out = [energy.grad_theta(y, theta).to(torch.float64)]
-    for _ in range(n_steps):
+    out = torch.empty((n_steps + 1, y.shape[0], energy.n_params), dtype=dtype)
+    out[0] = energy.grad_theta(y, theta).to(dtype).cpu()
+    for k in range(n_steps):
         y = sampler.step(energy, theta, y, dt=dt, mobility=mobility, gen=gen)
-        out.append(energy.grad_theta(y, theta).to(torch.float64))
-    return torch.stack(out).cpu()
+        out[k + 1] = energy.grad_theta(y, theta).to(dtype).cpu()
+    return out
 
 
 def pilot_friction(energy, theta, x, sampler, *, dt, mobility, gen, rows=1024, min_steps=200,
@@ -188,3 +206,43 @@ def pilot_friction(energy, theta, x, sampler, *, dt, mobility, gen, rows=1024, m
 
 
 # ---------------------------------------------------------------------------- preconditioners
+
+
+def diagonal_relaxation(energy, theta, x, sampler, *, dt: float, mobility: float, gen: torch.Generator,
+                        rows: int = 64, n_steps: int = 100, c: float = 5.0) -> dict:
+    """Diagonal Fisher I_ii, integrated autocorrelation times tau_i of d_theta_i E and zeta_ii = I_ii tau_i
+    along a pilot run of ``n_steps`` sampler moves of a clone of (up to) ``rows`` chains at fixed theta.
+
+    tau_i (time units) = dt [1/2 + sum_{l=1}^{W_i} r_i(l)], r_i the autocorrelation of component i
+    (``autocovariance_diag``, lags up to half the run), W_i Sokal's window per parameter (``sokal_times``),
+    clipped to [dt / 2, n_steps dt / 5]. The persistent chains are not touched (``pilot_series``; its
+    series in float32). Returns {"fisher_diag", "tau", "friction_diag", "tau_mean", "window_mean",
+    "rows", "n_steps", "dt"}.
+    """
+    from .errors import require_positive_int
+
+    dt, mobility = require_positive("dt", dt), require_positive("mobility", mobility)
+    rows, n_steps = require_positive_int("rows", rows), require_positive_int("n_steps", n_steps)
+    if n_steps < 8:
+        raise InputError(f"n_steps must be >= 8 for an autocorrelation time, got {n_steps}")
+    theta = torch.as_tensor(theta, dtype=torch.float64)
+    series = pilot_series(energy, theta, x, sampler, dt=dt, mobility=mobility, n_steps=n_steps, gen=gen, rows=rows,
+                          dtype=torch.float32)
+    acf = autocovariance_diag(series, max_lag=max(series.shape[0] // 2, 2) - 1)
+    var = acf[0].clamp_min(1e-300)
+    tau_steps, window = sokal_times(acf / var, c)
+    tau = (dt * tau_steps).clamp(min=0.5 * dt, max=n_steps * dt / 5.0)
+    fisher = acf[0]
+    return {"fisher_diag": fisher, "tau": tau, "friction_diag": fisher * tau,
+            "tau_mean": float(tau.mean()), "window_mean": float(window.to(torch.float64).mean()),
+            "rows": int(series.shape[1]), "n_steps": n_steps, "dt": dt}
+
+
+def estimate_tau(energy, theta, x, *, sampler="mala", dt: float, mobility: float = 1.0, gen,
+                 rows: int = 64, n_steps: int = 100) -> float:
+    """tau = tr(I^-1 zeta) / P with diagonal I and zeta = mean_i tau_i (``diagonal_relaxation``), in time
+    units: the relaxation time that alpha(t) needs, from a pilot run on a clone of the chains ``x``."""
+    from .samplers import make_sampler
+
+    return diagonal_relaxation(energy, theta, x, make_sampler(sampler), dt=dt, mobility=mobility, gen=gen,
+                               rows=rows, n_steps=n_steps)["tau_mean"]

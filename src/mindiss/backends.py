@@ -29,10 +29,10 @@ def default_grid(energy, theta, data_samples=None) -> tuple:
     density has decayed by e^-60), joined with the data's range plus one unit on each side,
     widened by 10 %; spacing h <= 0.01. (Wider grids only add stiff boundary rates.)"""
     interval = None
-    quad = getattr(energy, "_quadrature", None)
-    if callable(quad):
-        interval = quad(theta)[4]
-    elif getattr(energy, "gaussian", False):
+    caps = energy.capabilities
+    if caps.quadrature_interval:
+        interval = energy.quadrature_interval(theta)
+    elif caps.quadratic:
         c, v = energy.gaussian_params(theta)
         half = 11.0 * math.sqrt(float(v[0]))
         interval = (float(c[0]) - half, float(c[0]) + half)
@@ -91,9 +91,8 @@ def initial_chains(backend, energy, theta, chains, n_chains, gen, dtype, data_sa
 
 def free_energy(energy, theta, state=None) -> float:
     """F(theta): the grid's on the Fokker-Planck backend, else the energy's closed form or NaN."""
-    grid_f = getattr(state, "free_energy_on_grid", None)
-    if callable(grid_f):
-        return grid_f(energy, theta)
+    if state is not None and state.on_grid:
+        return state.free_energy_on_grid(energy, theta)
     try:
         return energy.free_energy(theta)
     except NotImplementedError:
@@ -104,10 +103,9 @@ def free_energy_many(energy, thetas: np.ndarray, state=None, device="cpu") -> np
     """F(theta_r) for each row of ``thetas`` (R, P): one batched quadrature where the energy has one
     (``free_energy_many``), else row by row; NaN where F is unknown."""
     thetas = np.asarray(thetas, dtype=float).reshape(len(thetas), -1)
-    many = getattr(energy, "free_energy_many", None)
-    if callable(many) and not callable(getattr(state, "free_energy_on_grid", None)):
+    if energy.capabilities.free_energy_many and not (state is not None and state.on_grid):
         try:
-            return np.asarray(many(thetas), dtype=float)
+            return np.asarray(energy.free_energy_many(thetas), dtype=float)
         except NotImplementedError:
             return np.full(len(thetas), math.nan)
     return np.array([free_energy(energy, torch.as_tensor(t, device=device), state) for t in thetas], dtype=float)
@@ -117,16 +115,15 @@ def loss_many(energy, data, thetas: np.ndarray, state, fe: np.ndarray, device="c
     """L(theta_r) = E_data[E_theta_r] - F(theta_r) for each row, given F (NaN where F is unknown)."""
     thetas = np.asarray(thetas, dtype=float).reshape(len(thetas), -1)
     fe = np.asarray(fe, dtype=float)
-    many = getattr(energy, "loss_many", None)
-    if callable(many) and getattr(energy, "gaussian", False) and not callable(getattr(state, "free_energy_on_grid",
-                                                                                       None)):
-        return np.asarray(many(data.mean, data.variance, thetas), dtype=float)
-    if getattr(energy, "grad_theta_constant", False) and not getattr(energy, "gaussian", False):
+    caps, on_grid = energy.capabilities, state is not None and state.on_grid
+    if caps.loss_many and caps.quadratic and not on_grid:
+        return np.asarray(energy.loss_many(data.mean, data.variance, thetas), dtype=float)
+    if caps.features and not caps.quadratic:
         mean_phi = data_mean_grad_theta(energy, data, None).cpu().numpy()   # E_data[E] = theta . E_data[phi]
         return thetas @ mean_phi - fe
     out = np.empty(len(thetas))
     for r, t in enumerate(thetas):
-        if not math.isfinite(fe[r]) and not getattr(energy, "gaussian", False):
+        if not math.isfinite(fe[r]) and not caps.quadratic:
             out[r] = math.nan
             continue
         out[r] = loss(energy, data, torch.as_tensor(t, device=device), state)
@@ -136,9 +133,9 @@ def loss_many(energy, data, thetas: np.ndarray, state, fe: np.ndarray, device="c
 def data_mean_grad_theta(energy, data, theta) -> torch.Tensor:
     """E_data[d_theta E]. For E = theta . phi(x) it is E_data[phi], the same at every theta:
     computed once per data set (the data term is then free in the hot loop)."""
-    if getattr(energy, "gaussian", False):
+    if energy.capabilities.quadratic:
         return energy.expected_grad_theta(data.mean, data.variance, theta)
-    if getattr(energy, "grad_theta_constant", False):
+    if energy.capabilities.features:
         key = ("mean_phi", id(energy))
         cache = data.__dict__.setdefault("_cache", {})
         if key not in cache:
@@ -149,14 +146,15 @@ def data_mean_grad_theta(energy, data, theta) -> torch.Tensor:
 
 def loss(energy, data, theta, state=None) -> float:
     """L(theta) = E_data[E_theta] - F(theta) where it is known exactly, else NaN."""
-    if getattr(energy, "gaussian", False) and not callable(getattr(state, "free_energy_on_grid", None)):
+    caps = energy.capabilities
+    if caps.quadratic and not (state is not None and state.on_grid):
         return energy.loss(data.mean, data.variance, theta)
     f = free_energy(energy, theta, state)
     if not math.isfinite(f):
         return math.nan
-    if getattr(energy, "gaussian", False):
+    if caps.quadratic:
         return energy.expected_energy(data.mean, data.variance, theta) - f
-    if getattr(energy, "grad_theta_constant", False):   # E_data[E] = theta . E_data[phi]
+    if caps.features:   # E_data[E] = theta . E_data[phi]
         return float(data_mean_grad_theta(energy, data, theta) @ theta.to(torch.float64)) - f
     return float(energy.energy(data.samples, theta).mean()) - f
 
@@ -165,6 +163,6 @@ def kl_and_entropy(state, energy, theta):
     """(KL(rho_0 || p_0), KL(rho_T || p_T), entropy production) on the exact backends, else Nones."""
     if isinstance(state, GaussianMoments):
         return state.kl_initial, energy.kl(state.mean, state.var, theta), state.entropy_production
-    if callable(getattr(state, "free_energy_on_grid", None)):
+    if state.on_grid:
         return state.kl_initial, state.kl(energy, theta), state.entropy_production
     return None, None, None

@@ -11,7 +11,6 @@ Both backends answer the same four calls of the canonical update (design.md):
 """
 from __future__ import annotations
 
-import inspect
 import math
 
 import torch
@@ -22,7 +21,31 @@ from .moments import ou_moments
 from .samplers import EulerMaruyama, ExactOU, Sampler
 
 
-class ParticleChains:
+class ChainBackend:
+    """The protocol every chain backend implements (particles, sharded particles, moments, Fokker-Planck).
+
+    The canonical update calls only these: ``mean_grad_theta(energy, theta)`` (E_rho[d_theta E]),
+    ``grad_theta_stats(energy, theta, needs, rows, gen)`` (for a preconditioner),
+    ``apply_update(energy, theta_old, theta_new)`` (work at frozen chains, Crooks step a),
+    ``move(energy, theta, dt, mobility, sampler, gen)`` (heat at fixed theta, step b),
+    ``chain_mean_list()``, ``mean_work_heat()``, ``finite()``, ``state_dict()`` / ``load_state_dict()``.
+    What a backend is, is declared as data: ``particles`` (per-chain states and ledgers, Monte Carlo)
+    and ``on_grid`` (a density on a grid whose quadrature gives F(theta) and the loss).
+    """
+
+    particles: bool = False
+    on_grid: bool = False
+
+    def chain_mean_list(self) -> list:
+        """E_rho[x] as floats."""
+        return self.chain_mean().tolist()
+
+    def mean_work_heat(self) -> tuple[float, float]:
+        """(mean work, mean heat) per chain, kT."""
+        return self.mean_work(), self.mean_heat()
+
+
+class ParticleChains(ChainBackend):
     """N persistent chains x (N, d) with float64 ledgers ``work`` and ``heat`` (kT per chain).
 
     First law per chain: E_{theta_T}(x_T) - E_{theta_0}(x_0) = work + heat.
@@ -36,9 +59,9 @@ class ParticleChains:
         if not bool(torch.isfinite(x).all()):
             raise InputError("initial chain states contain NaN or infinite values")
         self.x = x
+        caps = energy.capabilities
         # Energies that accept a float64 output buffer are evaluated in place (no allocation).
-        self._out = {name: "out" in inspect.signature(getattr(energy, name)).parameters
-                     for name in ("energy", "delta_energy")}
+        self._out = caps.out_buffer
         self.energy_start = energy.energy(x, theta)
         self.energy_now = self.energy_start.clone()
         # work and heat are the two rows of one (2, N) ledger: both means from one reduction per record
@@ -49,10 +72,10 @@ class ParticleChains:
         # E = theta . phi(x): phi of the current states is computed once per move and shared by
         # g_hat, the work of the next update and the heat (one feature pass per update, not three)
         # (stored transposed, (P, N): the reductions over chains run along contiguous rows)
-        linear = bool(getattr(energy, "grad_theta_constant", False)) and callable(getattr(energy, "phi_t", None))
-        self._from_energy = bool(getattr(energy, "work_from_energy", False))
-        self._phi_fn = energy.phi_t if linear else None
-        self._phi = energy.phi_t(x) if linear else None
+        self._from_energy = caps.work_from_energy
+        self._from_mean = caps.quadratic and caps.grad_theta_from_mean
+        self._phi_fn = energy.phi_t if caps.features else None
+        self._phi = energy.phi_t(x) if caps.features else None
         self._phi_nt = None if self._phi is None else self._phi.t()   # (N, P) view for the mat-vecs
 
     @classmethod
@@ -81,7 +104,7 @@ class ParticleChains:
         return [v / n for v in self.x.sum(0, dtype=torch.float64).tolist()]
 
     def mean_grad_theta(self, energy, theta):
-        if energy.gaussian and not getattr(energy, "uses_chain_variance", True):
+        if self._from_mean:
             # Shares one reduction with chain_mean (harmonic: d_theta E is linear in x).
             return energy.expected_grad_theta(self.chain_mean(), None, theta)
         if self._phi is not None:
@@ -114,7 +137,7 @@ class ParticleChains:
             self.work.add_(w)
             self.energy_now.add_(w)
             return
-        w = (energy.delta_energy(self.x, theta_old, theta_new, out=self._scratch) if self._out["delta_energy"]
+        w = (energy.delta_energy(self.x, theta_old, theta_new, out=self._scratch) if self._out
              else energy.delta_energy(self.x, theta_old, theta_new))
         self.work.add_(w)
         self.energy_now.add_(w)
@@ -126,7 +149,7 @@ class ParticleChains:
             self._phi_fn(self.x, out=self._phi)
             e_new = torch.mv(self._phi_nt, theta, out=self._scratch)
         else:
-            e_new = (energy.energy(self.x, theta, out=self._scratch) if self._out["energy"]
+            e_new = (energy.energy(self.x, theta, out=self._scratch) if self._out
                      else energy.energy(self.x, theta))
         self.heat.add_(torch.sub(e_new, self.energy_now, out=self.energy_now))   # Q_i += E(x_new) - E(x_old)
         if e_new is self._scratch:
@@ -147,7 +170,7 @@ class ParticleChains:
 
     def first_law_residual(self, energy, theta) -> float:
         """max_i |E_{theta}(x_i) - E_{theta_0}(x_i,0) - W_i - Q_i|, energies recomputed afresh."""
-        if self._out["energy"]:   # in the scratch buffer: no N-sized temporaries at 1e7 chains
+        if self._out:   # in the scratch buffer: no N-sized temporaries at 1e7 chains
             e = energy.energy(self.x, theta, out=self._scratch)
             return float(e.sub_(self.energy_start).sub_(self.work).sub_(self.heat).abs_().max())
         delta = energy.energy(self.x, theta) - self.energy_start
@@ -173,7 +196,7 @@ class ParticleChains:
             self._phi_nt = self._phi.t()
 
 
-class GaussianMoments:
+class GaussianMoments(ChainBackend):
     """Exact N -> infinity chains for quadratic energies: rho_t = N(mean, diag var), float64.
 
     Moves: exact OU (``ExactOU``) or the Euler-Maruyama moment map
@@ -185,7 +208,7 @@ class GaussianMoments:
     n_chains = math.inf
 
     def __init__(self, mean, var, energy: Energy, theta):
-        if not getattr(energy, "gaussian", False):
+        if not energy.capabilities.quadratic:
             raise InputError(f"backend 'moments' needs a quadratic energy, not {type(energy).__name__}")
         self.mean = torch.as_tensor(mean, dtype=torch.float64, device=theta.device).reshape(energy.dim).clone()
         self.var = torch.as_tensor(var, dtype=torch.float64, device=theta.device).reshape(energy.dim).clone()
@@ -204,9 +227,6 @@ class GaussianMoments:
 
     def chain_mean(self):
         return self.mean
-
-    def chain_mean_list(self) -> list:
-        return self.mean.tolist()
 
     def mean_grad_theta(self, energy, theta):
         return energy.expected_grad_theta(self.mean, self.var, theta)

@@ -218,7 +218,7 @@ class Minibatches(EnergyWrapper):
     """
 
     def __init__(self, energy: Energy, data, *, batch_size: int, gen):
-        if getattr(energy, "gaussian", False):
+        if energy.capabilities.quadratic:
             raise InputError("Minibatches needs an energy whose data term uses samples; a quadratic energy's "
                              "data term is the exact data moments (nothing to batch)")
         if isinstance(data, str):
@@ -231,8 +231,9 @@ class Minibatches(EnergyWrapper):
         if self.batch_size > self.data.shape[0]:
             raise InputError(f"batch_size {batch_size} exceeds the {self.data.shape[0]} data samples")
         self.gen = _generator(gen)
-        self.grad_theta_constant = False    # never cache the data term: it changes every update
-        self.grad_hat = None                 # nor fuse it with the chain term: the batches come from here
+        # never cache the data term (it changes every update), nor fuse it with the chain term
+        # (the batches come from here)
+        self.capabilities = self.capabilities.without(features=True, fused_g_hat=True)
         self._order = torch.empty(0, dtype=torch.long)
         self._pos = 0
         self.n_batches = 0

@@ -26,7 +26,7 @@ import contextlib
 import numpy as np
 import torch
 
-from .chains import ParticleChains
+from .chains import ChainBackend, ParticleChains
 from .errors import InputError, require_positive_int
 
 F64 = torch.float64
@@ -195,7 +195,7 @@ class ShardGenerators:
             g.set_state(states[self.first + i])
 
 
-class ShardedParticleChains:
+class ShardedParticleChains(ChainBackend):
     """N = shards * m persistent chains in blocks of m, of which this rank owns some; the calls of
     ``ParticleChains`` with every mean over chains all-reduced (see the module docstring).
 
@@ -263,7 +263,7 @@ class ShardedParticleChains:
         return float(self._ledger()[-1])
 
     def mean_grad_theta(self, energy, theta):
-        if energy.gaussian and not getattr(energy, "uses_chain_variance", True):
+        if energy.capabilities.quadratic and energy.capabilities.grad_theta_from_mean:
             return energy.expected_grad_theta(self.chain_mean(), None, theta)
         # E_rho[d_theta E] is linear in the empirical measure: a block-size-weighted sum of block means
         parts = [energy.mean_grad_theta(b.x, theta).to(F64) * b.n_chains for b in self.blocks]

@@ -7,6 +7,8 @@ Per-chain energies and every quantity that enters the ledger are float64.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -16,21 +18,65 @@ from .errors import InputError, require_positive, require_positive_int
 LOG_2PI = math.log(2.0 * math.pi)
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What an energy provides beyond the required protocol, declared once as data.
+
+    ``core.contract`` reads these flags before the first update and chooses every path from them;
+    nothing in the update probes an energy for methods or private names. A flag promises the
+    method(s) named beside it.
+    """
+
+    #: E = sum_j (x_j - c_j)^2 / (2 v_j) for every theta: ``gaussian_params``, ``expected_*``, ``kl``,
+    #: ``cov_grad_theta`` (moments backend, exact OU moves, data term from the data's moments)
+    quadratic: bool = False
+    #: E linear in theta up to x-independent terms: Identity 1 is exact in discrete time
+    linear_in_theta: bool = False
+    #: E = theta . phi(x): ``phi_t(x, out=)`` gives phi transposed (P, N); d_theta E does not depend on
+    #: theta, so the data term is computed once and one feature pass serves g_hat, work and heat
+    features: bool = False
+    #: d_theta E is linear in x: E_rho[d_theta E] = ``expected_grad_theta(chain mean, None, theta)``
+    grad_theta_from_mean: bool = False
+    #: ``energy_and_grad_x``: the work re-evaluates E once and the chain move reuses its gradient
+    work_from_energy: bool = False
+    #: ``grad_hat(data, x, theta)``: g_hat from one backward over data and chains together
+    fused_g_hat: bool = False
+    #: ``free_energy_many(thetas)``: F for many thetas in one batched evaluation
+    free_energy_many: bool = False
+    #: ``loss_many(data_mean, data_var, thetas)``: exact losses for many thetas (quadratic energies)
+    loss_many: bool = False
+    #: ``quadrature_interval(theta)``: the interval where exp(-E) has not decayed by e^-60 (1-D)
+    quadrature_interval: bool = False
+    #: ``energy(x, theta, out=)`` and ``delta_energy(x, a, b, out=)`` may fill a float64 buffer
+    out_buffer: bool = False
+
+    def without(self, **flags) -> "Capabilities":
+        """A copy with the named flags switched off (wrappers that cannot keep a fast path)."""
+        return replace(self, **{k: False for k in flags if flags[k]})
+
+
 class Energy:
     """Protocol every energy follows.
 
     Required: ``energy(x, theta) -> (N,) float64``, ``grad_x(x, theta) -> (N, d)`` in x's dtype,
     ``grad_theta(x, theta) -> (N, P) float64`` (per sample). Optional closed forms return
     ``None`` / raise ``NotImplementedError`` when unknown: ``delta_energy``, ``free_energy``,
-    ``fisher``, ``sample_equilibrium``.
+    ``fisher``, ``sample_equilibrium``. Fast paths are declared in ``capabilities``.
     """
 
     dim: int
     n_params: int
-    #: E is linear in theta up to x-independent terms: Identity 1 is then exact in discrete time.
-    linear_in_theta: bool = False
-    #: E is a diagonal quadratic form in x for every theta (exact OU moves, moments backend).
-    gaussian: bool = False
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    @property
+    def linear_in_theta(self) -> bool:
+        """E is linear in theta up to x-independent terms (``capabilities.linear_in_theta``)."""
+        return self.capabilities.linear_in_theta
+
+    @property
+    def gaussian(self) -> bool:
+        """E is a diagonal quadratic form in x for every theta (``capabilities.quadratic``)."""
+        return self.capabilities.quadratic
 
     def energy(self, x: torch.Tensor, theta: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """E_theta(x) per chain, float64, shape (N,). ``out``: an optional float64 buffer that
@@ -76,7 +122,7 @@ class DiagonalGaussianEnergy(Energy):
     closed form (F, KL, expected energies, equilibrium draws) follows from (c, v).
     """
 
-    gaussian = True
+    capabilities = Capabilities(quadratic=True, out_buffer=True)
 
     def gaussian_params(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
@@ -132,8 +178,9 @@ class HarmonicTrap(DiagonalGaussianEnergy):
     Stiffness k = 1/s, Fisher I = k * identity, Z independent of theta (Delta F = 0).
     """
 
-    linear_in_theta = True
-    uses_chain_variance = False  # d_theta E is linear in x: the chain mean is enough
+    # d_theta E = (theta - x)/s is linear in x: the chain mean is enough
+    capabilities = Capabilities(quadratic=True, linear_in_theta=True, grad_theta_from_mean=True, loss_many=True,
+                                out_buffer=True)
 
     def __init__(self, variance: float = 1.0, dim: int = 1):
         self.variance = require_positive("variance", variance)
@@ -225,7 +272,7 @@ class Gaussian(DiagonalGaussianEnergy):
     [[s, -a s], [-a s, s^2/2 + a^2 s]].
     """
 
-    linear_in_theta = True
+    capabilities = Capabilities(quadratic=True, linear_in_theta=True, out_buffer=True)
 
     def __init__(self, dim: int = 1):
         self.dim = require_positive_int("dim", dim)

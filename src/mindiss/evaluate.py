@@ -23,10 +23,9 @@ Units: nats (kT) per sample; F = -ln Z.
 """
 from __future__ import annotations
 
-import inspect
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -158,10 +157,11 @@ class EnergyWrapper(Energy):
     def __init__(self, inner: Energy):
         self.inner = inner
         self.dim, self.n_params = inner.dim, inner.n_params
-        self.linear_in_theta = inner.linear_in_theta
-        self.gaussian = False
-        self._out = {name: "out" in inspect.signature(getattr(inner, name)).parameters
-                     for name in ("energy", "delta_energy")}
+        # the inner energy's fast paths stay (methods delegate), but not its quadratic closed forms:
+        # a wrapper changes F (grid quadrature) or the data term
+        self.capabilities = replace(inner.capabilities, quadratic=False, grad_theta_from_mean=False, loss_many=False,
+                                    out_buffer=True)   # energy / delta_energy below take out= either way
+        self._out = inner.capabilities.out_buffer
 
     def __getattr__(self, name):
         if name == "inner":
@@ -169,7 +169,7 @@ class EnergyWrapper(Energy):
         return getattr(self.inner, name)
 
     def energy(self, x, theta, out=None):
-        if self._out["energy"]:
+        if self._out:
             return self.inner.energy(x, theta, out=out)
         e = self.inner.energy(x, theta)
         return e if out is None else out.copy_(e)
@@ -184,7 +184,7 @@ class EnergyWrapper(Energy):
         return self.inner.mean_grad_theta(x, theta)
 
     def delta_energy(self, x, theta_old, theta_new, out=None):
-        if self._out["delta_energy"]:
+        if self._out:
             return self.inner.delta_energy(x, theta_old, theta_new, out=out)
         w = self.inner.delta_energy(x, theta_old, theta_new)
         return w if out is None else out.copy_(w)

@@ -7,7 +7,7 @@ import math
 import numpy as _np
 import torch
 
-from .energies import Energy
+from .energies import Capabilities, Energy
 from .errors import InputError, require_positive_int
 from .threads import single_thread
 
@@ -54,10 +54,6 @@ class ExpFamily(Energy):
     NotImplementedError (quadrature on a line only; use AIS / thermodynamic integration).
     """
 
-    linear_in_theta = True
-    gaussian = False
-    #: d_theta E = phi(x) does not depend on theta (the data term of g_hat is computed once)
-    grad_theta_constant = True
 
     def __init__(self, features, dim: int = 1, names=None, *, grad_features=None, polynomial_coeffs=None,
                  label: str | None = None, features_into=None):
@@ -104,6 +100,9 @@ class ExpFamily(Energy):
             self._poly_terms = [(j, t) for j, t in self._poly_terms if t]
         self.label = label or getattr(features, "__qualname__", type(features).__name__)
         self._cache: dict = {}
+        # E = theta . phi(x): phi_t shares one feature pass; in 1-D, F by batched quadrature
+        self.capabilities = Capabilities(linear_in_theta=True, features=True, free_energy_many=self.dim == 1,
+                                         quadrature_interval=self.dim == 1, out_buffer=True)
 
     def __repr__(self):
         return f"ExpFamily({self.label}, dim={self.dim}, names={self.names})"
@@ -317,6 +316,10 @@ class ExpFamily(Energy):
                 e = self._energy_np(x, theta64)
                 emin = min(emin, float(_np.min(e)))
         return float(a), float(b)
+
+    def quadrature_interval(self, theta) -> tuple[float, float]:
+        """(a, b): the interval of p_theta's quadrature, where exp(-E) has decayed by e^-60 (1-D)."""
+        return self._quadrature(theta)[4]
 
     def _quadrature(self, theta):
         """(nodes, normalised weights p_i, phi at the nodes, F, interval) for p_theta, cached per theta."""

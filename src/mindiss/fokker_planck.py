@@ -40,6 +40,7 @@ import torch
 from scipy.special import logsumexp, xlogy
 from scipy.stats import poisson
 
+from .chains import ChainBackend
 from .errors import InputError, require_positive
 
 #: Poisson tail mass left out of the uniformisation sum (far below float64 resolution).
@@ -50,7 +51,7 @@ _CACHE_SIZE = 8
 _UNIFORMIZATION_MAX = 3000.0
 
 
-class FokkerPlanck1D:
+class FokkerPlanck1D(ChainBackend):
     """The chain density of a 1-D energy on a uniform grid, propagated exactly (N -> infinity).
 
     ``grid = (lo, hi, n_points)``: x_i = lo + i (hi - lo) / (n_points - 1), both ends included,
@@ -60,6 +61,7 @@ class FokkerPlanck1D:
     """
 
     n_chains = math.inf
+    on_grid = True   # F(theta) and the loss by quadrature on the grid (free_energy_on_grid)
 
     def __init__(self, energy, theta, grid=(-8.0, 8.0, 1601), density=None,
                  method: str = "auto"):

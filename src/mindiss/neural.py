@@ -12,7 +12,7 @@ import math
 import torch
 from torch.func import functional_call, grad, vmap
 
-from .energies import Energy
+from .energies import Capabilities, Energy
 from .errors import InputError, require_positive_int
 
 F64 = torch.float64
@@ -38,8 +38,8 @@ class NeuralEnergy(Energy):
     pass initial chain states to ``train`` (e.g. Gaussian draws). Not linear in theta, not Gaussian.
     """
 
-    linear_in_theta = False
-    gaussian = False
+    # work and the move's gradient from one forward/backward; g_hat in one backward over data and chains
+    capabilities = Capabilities(work_from_energy=True, fused_g_hat=True, out_buffer=True)
 
     def __init__(self, module, dim: int, *, confinement: float = 0.0, dtype=None, label: str | None = None,
                  chunk_size: int = 4096):
@@ -92,6 +92,9 @@ class NeuralEnergy(Energy):
             shape = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
             raise InputError(f"module {self.label} must map x (N, {self.dim}) to energies (N,) or (N, 1); "
                              f"got {shape} for N = 2")
+        if not bool(torch.isfinite(out).all()):
+            raise InputError(f"module {self.label} returns NaN or infinite energies on a probe input of shape "
+                             f"(2, {self.dim}) (values {out.reshape(-1).tolist()}): check its parameters")
         if not torch.allclose(out.reshape(-1)[:1], torch.as_tensor(one).reshape(-1), rtol=1e-4, atol=1e-5):
             raise InputError(f"module {self.label} mixes rows (the energy of one chain depends on the others): "
                              "energies must be computed row by row")
@@ -157,9 +160,9 @@ class NeuralEnergy(Energy):
             return out.copy_(e)
         return e
 
-    #: ParticleChains computes the work as E_theta_new(x) - (its stored E_theta(x)) with
-    #: ``energy_and_grad_x``: one forward instead of two, and the chain move reuses its gradient
-    work_from_energy = True
+    # (capabilities.work_from_energy: ParticleChains computes the work as E_theta_new(x) minus its
+    # stored E_theta(x) with ``energy_and_grad_x``: one forward instead of two, and the chain move
+    # reuses its gradient)
 
     def energy_and_grad_x(self, x, theta):
         """E_theta(x) (float64, (N,)) and grad_x E from one forward and one backward; the gradient is

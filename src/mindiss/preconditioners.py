@@ -507,8 +507,8 @@ class PreconditionContext:
         ``max_dense_params``: a pilot run with more parameters than this estimates only the
         diagonals (1-D "friction" and "fisher", form "diagonal (P > max_dense_params)")."""
         energy, theta, mu = self.energy, self.theta, self.mobility
-        x = getattr(self.state, "x", None)
-        if kind == "pilot" and isinstance(x, torch.Tensor):
+        if kind == "pilot" and self.state.particles:
+            x = self.state.x
             step = float(dt or self.dt)
             if not step > 0:
                 raise InputError("a pilot run needs a positive chain step (pilot_dt)")
@@ -519,9 +519,8 @@ class PreconditionContext:
             est["method"] = f"pilot ({est['pilot_chains']} chains x {est['pilot_steps']} steps, window " \
                             f"{est['window']} steps{', diagonal' if diagonal else ''})"
         else:
-            exact = getattr(self.state, "friction_exact", None)
-            if callable(exact):
-                est = exact(energy, theta, mu)
+            if self.state.on_grid:
+                est = self.state.friction_exact(energy, theta, mu)
                 est["method"] = "exact (Fokker-Planck generator)"
             else:
                 est = {"friction": friction_exact(energy, theta, mu), "fisher": energy.fisher(theta),
@@ -534,7 +533,7 @@ class PreconditionContext:
         """tau = tr(I^-1 zeta) / P: exact where the backend or the energy knows it, else pilot (diagonal
         I and zeta, tau = mean_i tau_i, above ``max_dense_params`` parameters; see ``Friction``)."""
         try:
-            if not isinstance(getattr(self.state, "x", None), torch.Tensor):
+            if not self.state.particles:
                 est = self.friction("exact")
                 return est["tau"], est["method"]
             return relaxation_time_exact(self.energy, self.theta, self.mobility), "exact (closed form)"

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from .energies import LOG_2PI, Energy
+from .energies import LOG_2PI, Capabilities, Energy
 from .errors import InputError, require_positive_int
 
 F64 = torch.float64
@@ -46,8 +46,7 @@ class GaussianBernoulliRBM(Energy):
     ``sample_equilibrium`` are exact for n_hidden <= MAX_ENUMERATED_HIDDEN (2^H configurations).
     """
 
-    linear_in_theta = False
-    gaussian = False
+    capabilities = Capabilities(out_buffer=True)
 
     def __init__(self, n_visible: int, n_hidden: int, *, sigma=1.0, chunk: int = 1 << 14):
         self.dim = require_positive_int("n_visible", n_visible)

@@ -10,7 +10,7 @@ name               eta(t) per unit time                        P_k (learning-rat
 sgd-constant       scale                                       identity
 sgd-cosine         scale (1 + cos(pi t / T)) / 2               identity
 sgd-linear         scale (1 - t / T)                           identity
-adam               scale                                       ``torch.optim.Adam``'s step direction
+adam               scale                                       Adam's step direction (``preconditioners.Adam``)
 natural-diag       scale alpha(t)                              (diag I + lambda)^-1, I from chains
 natural-lowrank    scale alpha(t)                              (I_lowrank + lambda)^-1 by CG
 friction-diag      scale alpha(t)                              tau (diag zeta + lambda)^-1
@@ -37,7 +37,7 @@ import torch
 
 from . import schedules as S
 from .errors import InputError, require_positive, require_positive_int
-from .preconditioners import Fisher, Preconditioner
+from .preconditioners import Adam, Fisher, Preconditioner
 
 RECIPES = ("sgd-constant", "sgd-cosine", "sgd-linear", "adam", "natural-diag", "natural-lowrank", "friction-diag")
 #: recipes whose schedule is alpha(t) and that need a relaxation time tau
@@ -51,82 +51,9 @@ class Recipe(NamedTuple):
     preconditioner: Preconditioner | None
 
 
-# ---------------------------------------------------------------------------- relaxation times
+# relaxation times: one estimator, in ``autocorrelation`` (re-exported here for the recipes' users)
+from .autocorrelation import diagonal_relaxation, estimate_tau  # noqa: E402
 
-def _sokal_tau(r: torch.Tensor, c: float = 5.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per column of the normalised autocorrelation r (L, P): tau_int(W) = 1/2 + sum_{l=1}^W r(l)
-    (in steps) at Sokal's window, the smallest W with W >= c tau_int(W) (else the last lag)."""
-    L = r.shape[0]
-    acc = 0.5 + torch.cumsum(r[1:], 0)                      # (L - 1, P): tau_int(W), W = 1..L-1
-    lags = torch.arange(1, L, dtype=r.dtype)[:, None]
-    ok = lags >= c * acc
-    first = torch.where(ok.any(0), ok.to(torch.int64).argmax(0), torch.full_like(ok[0], L - 2, dtype=torch.int64))
-    tau = acc.gather(0, first[None, :])[0]
-    return tau, first + 1
-
-
-def _autocorrelation(series: torch.Tensor, chunk: int = 128) -> torch.Tensor:
-    """C_i(l) = mean over chains and time origins of dG_i(t + l) dG_i(t), dG = G - mean, for a
-    (T, n, P) series; by FFT (zero-padded, so no wrap-around) over ``chunk`` columns at a time
-    (float32 transforms, float64 sums), shape (T, P)."""
-    T, n, P = series.shape
-    size = 1 << (2 * T - 1).bit_length()
-    counts = torch.arange(T, 0, -1, dtype=torch.float64) * n
-    out = torch.empty((P, T), dtype=torch.float64)
-    for j in range(0, P, chunk):
-        d = series[:, :, j:j + chunk]
-        d = (d - d.mean(dim=(0, 1))).permute(1, 2, 0).contiguous()       # (n, chunk, T): time last
-        f = torch.fft.rfft(d, n=size, dim=-1)
-        out[j:j + chunk] = torch.fft.irfft(f * f.conj(), n=size, dim=-1)[..., :T].to(torch.float64).sum(0)
-    return (out / counts).T
-
-
-def diagonal_relaxation(energy, theta, x, sampler, *, dt: float, mobility: float, gen: torch.Generator,
-                        rows: int = 64, n_steps: int = 100, c: float = 5.0) -> dict:
-    """Diagonal Fisher I_ii, integrated autocorrelation times tau_i of d_theta_i E and zeta_ii = I_ii tau_i
-    along a pilot run of ``n_steps`` sampler moves of a clone of (up to) ``rows`` chains at fixed theta.
-
-    tau_i (time units) = dt [1/2 + sum_{l=1}^{W_i} r_i(l)], r_i the autocorrelation of component i
-    (averaged over chains, FFT), W_i Sokal's window (c = 5), clipped to [dt / 2, n_steps dt / 5].
-    The persistent chains are not touched (the clone moves with ``gen``). Memory: (n_steps + 1) x
-    rows x P float32. Returns {"fisher_diag", "tau", "friction_diag", "tau_mean", "window_mean",
-    "rows", "n_steps", "dt"}.
-    """
-    dt, mobility = require_positive("dt", dt), require_positive("mobility", mobility)
-    rows, n_steps = require_positive_int("rows", rows), require_positive_int("n_steps", n_steps)
-    if n_steps < 8:
-        raise InputError(f"n_steps must be >= 8 for an autocorrelation time, got {n_steps}")
-    theta = torch.as_tensor(theta, dtype=torch.float64)
-    n = x.shape[0]
-    idx = torch.randperm(n, generator=gen)[:rows] if n > rows else torch.arange(n)
-    y = x[idx.to(x.device)].clone()
-    series = torch.empty((n_steps + 1, y.shape[0], energy.n_params), dtype=torch.float32)
-    series[0] = energy.grad_theta(y, theta).to(torch.float32).cpu()
-    for k in range(n_steps):
-        y = sampler.step(energy, theta, y, dt=dt, mobility=mobility, gen=gen)
-        series[k + 1] = energy.grad_theta(y, theta).to(torch.float32).cpu()
-    acf = _autocorrelation(series)
-    var = acf[0].clamp_min(1e-300)
-    max_lag = max(series.shape[0] // 2, 2)
-    tau_steps, window = _sokal_tau(acf[:max_lag] / var, c)
-    tau = (dt * tau_steps).clamp(min=0.5 * dt, max=n_steps * dt / 5.0)
-    fisher = acf[0]
-    return {"fisher_diag": fisher, "tau": tau, "friction_diag": fisher * tau,
-            "tau_mean": float(tau.mean()), "window_mean": float(window.to(torch.float64).mean()),
-            "rows": int(y.shape[0]), "n_steps": n_steps, "dt": dt}
-
-
-def estimate_tau(energy, theta, x, *, sampler="mala", dt: float, mobility: float = 1.0, gen,
-                 rows: int = 64, n_steps: int = 100) -> float:
-    """tau = tr(I^-1 zeta) / P with diagonal I and zeta = mean_i tau_i (``diagonal_relaxation``), in time
-    units: the relaxation time that alpha(t) needs, from a pilot run on a clone of the chains ``x``."""
-    from .samplers import make_sampler
-
-    return diagonal_relaxation(energy, theta, x, make_sampler(sampler), dt=dt, mobility=mobility, gen=gen,
-                               rows=rows, n_steps=n_steps)["tau_mean"]
-
-
-# ---------------------------------------------------------------------------- preconditioners
 
 class DiagonalFriction(Preconditioner):
     """P = tau (diag zeta + lambda)^-1 with zeta_ii = I_ii tau_i: the friction-tensor learning-rate
@@ -162,9 +89,9 @@ class DiagonalFriction(Preconditioner):
         self.damping = 0.0
 
     def _pilot(self, ctx) -> None:
-        x = getattr(ctx.state, "x", None)
-        if not isinstance(x, torch.Tensor):
+        if not ctx.state.particles:
             raise InputError("friction-diag needs simulated chains (backend 'particles')")
+        x = ctx.state.x
         dt = float(self.pilot_dt or ctx.dt)
         if not dt > 0:
             raise InputError("friction-diag needs a positive chain step for its pilot run")
@@ -198,38 +125,6 @@ class DiagonalFriction(Preconditioner):
                 "ema": self.ema}
 
 
-class TorchOptimizer(Preconditioner):
-    """The step direction of a ``torch.optim`` optimizer on the PCD gradient: P g = (p_before - p_after)
-    of one ``opt.step()`` at lr = 1 with p.grad = g_hat, so theta_new = theta - lr_k P g.
-
-    Exact for optimizers whose step is linear in lr (Adam, AdamW without weight decay, SGD with
-    momentum, RMSprop, Adagrad); their state (moments) lives in the optimizer and is per replica.
-    """
-
-    def __init__(self, optimizer=torch.optim.Adam, **options):
-        if not (isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer)):
-            raise InputError(f"optimizer must be a torch.optim.Optimizer class, got {optimizer!r}")
-        if "lr" in options:
-            raise InputError("the learning rate comes from the schedule (lr_k); do not pass lr")
-        self.optimizer_cls, self.options = optimizer, dict(options)
-        self.name = f"torch-{optimizer.__name__.lower()}"
-        self._param = None
-        self._opt = None
-
-    def apply(self, g):
-        if self._param is None:
-            self._param = torch.nn.Parameter(torch.zeros_like(g))
-            self._opt = self.optimizer_cls([self._param], lr=1.0, **self.options)
-        with torch.no_grad():
-            self._param.zero_()
-        self._param.grad = g.detach().clone()
-        self._opt.step()
-        return -self._param.detach().clone()
-
-    def report(self) -> dict:
-        return {"name": self.name, **{k: v for k, v in self.options.items()}}
-
-
 # ---------------------------------------------------------------------------- recipes
 
 def recipe(name: str, *, scale: float, duration: float, tau: float | None = None, fisher_ema: float = 0.9,
@@ -257,7 +152,7 @@ def recipe(name: str, *, scale: float, duration: float, tau: float | None = None
     if name == "sgd-linear":
         return Recipe(S.linear_decay(scale, T), None)
     if name == "adam":
-        return Recipe(S.constant(scale, T), TorchOptimizer(torch.optim.Adam))
+        return Recipe(S.constant(scale, T), Adam())
     if tau is None and relaxation is not None:
         tau = relaxation["tau_mean"]
     if tau is None:
@@ -280,7 +175,7 @@ def recipe(name: str, *, scale: float, duration: float, tau: float | None = None
 def describe(name: str) -> str:
     """One line: the recipe's rate and learning-rate matrix."""
     return {"sgd-constant": "SGD, eta = scale", "sgd-cosine": "SGD, eta = scale (1 + cos pi t/T)/2",
-            "sgd-linear": "SGD, eta = scale (1 - t/T)", "adam": "torch.optim.Adam direction, eta = scale",
+            "sgd-linear": "SGD, eta = scale (1 - t/T)", "adam": "Adam direction, eta = scale",
             "natural-diag": "scale alpha(t) (diag I)^-1", "natural-lowrank": "scale alpha(t) (low-rank I)^-1",
             "friction-diag": "scale alpha(t) tau (diag zeta)^-1"}[name]
 

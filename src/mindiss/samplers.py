@@ -55,7 +55,7 @@ class ExactOU(Sampler):
     weak_order = math.inf
 
     def check(self, energy):
-        if not getattr(energy, "gaussian", False):
+        if not energy.capabilities.quadratic:
             raise InputError(
                 f"sampler 'exact' needs a quadratic energy; {type(energy).__name__} is not: "
                 "use 'mala' or 'euler'"

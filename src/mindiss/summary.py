@@ -30,7 +30,7 @@ def _estimate_free_energy(out: dict, run, method, sampler, mobility, dts, seed) 
     try:
         if method == "jarzynski":
             st = run.state
-            est = _fe.jarzynski(st.work.cpu()) if getattr(st, "particles", False) else None
+            est = _fe.jarzynski(st.work.cpu()) if st.particles else None
         elif run.x0 is None:
             est = None
         else:
@@ -60,7 +60,7 @@ def _estimate_free_energy(out: dict, run, method, sampler, mobility, dts, seed) 
 def _finish(run, energy, keep: bool, keep_chains: bool) -> dict:
     """The compact summary of a finished replica (all that the result needs)."""
     st, theta = run.state, run.theta
-    exact = not getattr(st, "particles", False)   # (sharded chains gather .x only when kept)
+    exact = not st.particles   # (sharded chains gather .x only when kept)
     out = {"work": st.mean_work(), "delta_free_energy": _backends.free_energy(energy, theta, st) - run.fe0,
            "loss0": run.loss0, "loss_true_change": _backends.loss(energy, run.data, theta, st) - run.loss0,
            "loss_approx_change": run.loss_approx, "first_law": st.first_law_residual(energy, theta),

@@ -100,9 +100,9 @@ class _MomentsModel:
 
 def _data_grad_fn(energy, data):
     """theta -> E_data[d_theta E] (a constant, computed once, where d_theta E does not depend on theta)."""
-    if getattr(energy, "gaussian", False):
+    if energy.capabilities.quadratic:
         return lambda th: energy.expected_grad_theta(data.mean, data.variance, th)
-    if getattr(energy, "grad_theta_constant", False):
+    if energy.capabilities.features:
         const = energy.grad_theta(data.samples, torch.zeros(energy.n_params, dtype=torch.float64)).mean(0)
         return lambda th: const
     return lambda th: energy.grad_theta(data.samples, th).mean(0)
@@ -111,7 +111,7 @@ def _data_grad_fn(energy, data):
 def _true_loss(model, theta):
     """L(theta) = E_data[E_theta] - F(theta) (the grid's F on the Fokker-Planck model)."""
     energy, data = model.energy, model.data
-    if getattr(energy, "gaussian", False):
+    if energy.capabilities.quadratic:
         c, s = energy.gaussian_params(theta)
         data_term = (((data.mean - c) ** 2 + data.variance) / (2.0 * s)).sum()
     else:

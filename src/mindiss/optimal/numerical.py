@@ -99,7 +99,7 @@ def optimise_1d(energy, data_samples, theta0, *, duration: float, mobility: floa
     ``init``: a previous result to warm-start from (same layout).
     """
     from ..data import as_dataset
-    from ..train import _as_theta
+    from ..core.contract import as_theta as _as_theta
 
     T = require_positive("duration", duration)
     mu = require_positive("mobility", mobility)
@@ -108,11 +108,11 @@ def optimise_1d(energy, data_samples, theta0, *, duration: float, mobility: floa
         raise InputError(f"backend must be 'fokker_planck' or 'moments', got {backend!r}")
     if backend == "fokker_planck" and getattr(energy, "dim", None) != 1:
         raise InputError(f"optimise_1d needs a one-dimensional energy on the Fokker-Planck grid, not dim={energy.dim}")
-    if backend == "moments" and not getattr(energy, "gaussian", False):
+    if backend == "moments" and not energy.capabilities.quadratic:
         raise InputError(f"backend 'moments' needs a quadratic energy, not {type(energy).__name__}")
     theta_start = _as_theta(theta0, energy, "cpu")
     data = as_dataset(data_samples, energy.dim)
-    if data.samples is None and not getattr(energy, "gaussian", False):
+    if data.samples is None and not energy.capabilities.quadratic:
         raise InputError("a non-quadratic energy needs data samples (its data term is not a function of moments)")
     if backend == "fokker_planck":
         from ..backends import default_grid
