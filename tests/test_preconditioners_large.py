@@ -5,7 +5,6 @@ the dense EMA it approximates (exact where nothing is discarded)."""
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -65,7 +64,7 @@ def _trap_context(dim, seed, *, s=0.5, mu=2.0, dt=0.25, n=256):
     trap = md.HarmonicTrap(variance=s, dim=dim)
     th = torch.zeros(dim, dtype=F64)
     x = trap.sample_equilibrium(th, n, gen=gen(seed), dtype=F64)
-    return pc.PreconditionContext(trap, th, SimpleNamespace(x=x), md.ExactOU(), mu, dt, gen(seed + 1))
+    return pc.PreconditionContext(trap, th, md.ParticleChains(x, trap, th), md.ExactOU(), mu, dt, gen(seed + 1))
 
 
 def test_friction_pilot_is_dense_below_the_threshold_and_its_diagonal_above():

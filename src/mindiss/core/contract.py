@@ -255,8 +255,8 @@ def check_contract(energy, data, schedule, theta0, dynamics: Dynamics, ensemble:
         if sampler.name == "euler":
             raise InputError("backend 'fokker_planck' evolves the exact Langevin density: use sampler 'exact' "
                              "(Euler-Maruyama's O(dt) bias has no grid representation)")
-    pre = make_preconditioner(est.preconditioner if est.preconditioner is not None
-                              else getattr(schedule, "preconditioner", None))
+    own = schedule.preconditioner if isinstance(schedule, Schedule) else None   # natural_gradient carries a Fisher
+    pre = make_preconditioner(est.preconditioner if est.preconditioner is not None else own)
     if pre is not None and pre.needs == "subsample" and backend != "particles":
         raise InputError(f"the low-rank Fisher ({pre.name}) needs per-chain gradients: use backend 'particles' "
                          "(the exact backends give the full covariance; use fisher 'full')")
