@@ -371,21 +371,24 @@ class _Problems:
     """Problems of a config: (keys involved, message thunk), formatted only for the first MAX_PROBLEMS."""
 
     def __init__(self):
-        self.items: list = []
+        self.items: list = []       # the first MAX_PROBLEMS: (keys, message or a thunk making it)
+        self.count = 0
         self.bad: set = set()       # keys whose value was refused (cross-table rules on them are skipped)
 
     def add(self, keys, message):
-        self.items.append((tuple(keys), message))
+        self.count += 1
+        if len(self.items) < MAX_PROBLEMS:
+            self.items.append((tuple(keys), message))
 
     def cross(self, keys, message: str):
         if not self.bad.intersection(keys):
-            self.items.append((tuple(keys), message))
+            self.add(keys, message)
 
     def raise_if_any(self):
-        if not self.items:
+        if not self.count:
             return
-        shown = [m() if callable(m) else m for _, m in self.items[:MAX_PROBLEMS]]
-        more = len(self.items) - len(shown)
+        shown = [m() if callable(m) else m for _, m in self.items]
+        more = self.count - len(shown)
         tail = [f"... and {more} more problem{'s' if more > 1 else ''} (the first {MAX_PROBLEMS} are listed)"] \
             if more > 0 else []
         raise InputError("invalid config:\n  - " + "\n  - ".join(shown + tail))
@@ -459,6 +462,14 @@ def _validate_table(table: str, entries: dict, problems: _Problems) -> tuple[dic
     """(the table's values, the keys given) validated by its model; refused keys are reported and left
     at their defaults, so the rules across tables still see a complete table."""
     adapter = _ADAPTERS[table]
+    unknown = [k for k in entries if k not in SCHEMA[table]]      # no kind has them: refused without pydantic
+    if unknown:
+        kind = entries.get("kind", DEFAULT_KIND.get(table))
+        kind = kind if isinstance(kind, str) and kind in MODELS[table] else None
+        for k in unknown:
+            problems.add([f"{table}.{k}"], lambda k=k, kind=kind: _unknown(table, str(k), f"{table}.{_short(k)[1:-1]}",
+                                                                          kind))
+        entries = {k: v for k, v in entries.items() if k in SCHEMA[table]}
     try:
         model = adapter.validate_python(entries)
         return model.model_dump(), set(model.model_fields_set)
@@ -493,10 +504,7 @@ def resolve(raw: dict, *, available_memory: int | None = None) -> dict:
     problems = _Problems()
     for table in raw:
         if table not in MODELS:
-            near = difflib.get_close_matches(str(table), list(MODELS), n=1) if len(problems.items) < MAX_PROBLEMS \
-                else []
-            problems.add([f"[{table}]"], lambda table=table, near=near: f"unknown table [{_short(table)[1:-1]}]"
-                         + (f" (did you mean [{near[0]}]?)" if near else "") + f" (allowed: {', '.join(MODELS)})")
+            problems.add([f"[{table}]"], lambda table=table: _unknown_table(table))
     out, given = {}, {}
     for table in MODELS:
         entries = raw.get(table, {})
@@ -506,10 +514,16 @@ def resolve(raw: dict, *, available_memory: int | None = None) -> dict:
             entries = {}
         out[table], given[table] = _validate_table(table, entries, problems)
     _cross_rules(out, given, problems)
-    if not problems.items:
+    if not problems.count:
         _machine_limits(out, problems, available_memory)
     problems.raise_if_any()
     return out
+
+
+def _unknown_table(table) -> str:
+    near = difflib.get_close_matches(str(table), list(MODELS), n=1)
+    return (f"unknown table [{_short(table)[1:-1]}]" + (f" (did you mean [{near[0]}]?)" if near else "")
+            + f" (allowed: {', '.join(MODELS)})")
 
 
 def _kinds(kinds) -> str:
