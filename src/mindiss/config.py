@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
@@ -445,6 +446,14 @@ def _table_problems(table: str, entries: dict, exc: ValidationError, problems: _
     return refused
 
 
+def _path(table: str, key: str) -> str:
+    """table.key, the key quoted as TOML quotes it where it is not a bare key (and cut if long)."""
+    import json
+
+    bare = re.fullmatch(r"[A-Za-z0-9_-]{1,40}", key)
+    return f"{table}.{key}" if bare else f"{table}.{json.dumps(key[:40])}"
+
+
 def _unknown(table: str, name: str, path: str, kind) -> str:
     """The message of a key that the table's kind does not have: another kind's key, or unknown."""
     other = _kinds_of(table, name) if table in DEFAULT_KIND else []
@@ -467,8 +476,7 @@ def _validate_table(table: str, entries: dict, problems: _Problems) -> tuple[dic
         kind = entries.get("kind", DEFAULT_KIND.get(table))
         kind = kind if isinstance(kind, str) and kind in MODELS[table] else None
         for k in unknown:
-            problems.add([f"{table}.{k}"], lambda k=k, kind=kind: _unknown(table, str(k), f"{table}.{_short(k)[1:-1]}",
-                                                                          kind))
+            problems.add([f"{table}.{k}"], lambda k=k, kind=kind: _unknown(table, str(k), _path(table, k), kind))
         entries = {k: v for k, v in entries.items() if k in SCHEMA[table]}
     try:
         model = adapter.validate_python(entries)
@@ -522,7 +530,8 @@ def resolve(raw: dict, *, available_memory: int | None = None) -> dict:
 
 def _unknown_table(table) -> str:
     near = difflib.get_close_matches(str(table), list(MODELS), n=1)
-    return (f"unknown table [{_short(table)[1:-1]}]" + (f" (did you mean [{near[0]}]?)" if near else "")
+    name = table if re.fullmatch(r"[A-Za-z0-9_-]{1,40}", table) else __import__("json").dumps(table[:40])
+    return (f"unknown table [{name}]" + (f" (did you mean [{near[0]}]?)" if near else "")
             + f" (allowed: {', '.join(MODELS)})")
 
 
