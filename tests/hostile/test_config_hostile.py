@@ -196,24 +196,87 @@ values = st.one_of(scalars, st.lists(scalars, max_size=4), st.dictionaries(st.te
                    st.recursive(scalars, lambda c: st.lists(c, max_size=2), max_leaves=6))
 
 
+def _good(table: str, key: str) -> list:
+    """Values that some kind accepts for this key: the models' defaults, their choices, small variants."""
+    out = []
+    for m in C.MODELS[table].values():
+        f = m.model_fields.get(key)
+        if f is None:
+            continue
+        out += list(C._choices(f.annotation))
+        d = f.get_default(call_default_factory=True)
+        if d is not None and d is not ...:
+            out.append(d)
+            if isinstance(d, (int, float)) and not isinstance(d, bool):
+                out += [type(d)(2 * d + 1), type(d)(max(d // 2 if isinstance(d, int) else d / 2, 1))]
+    small = {"n_chains": [16, 64], "n_steps": [3, 10], "n_replicas": [1, 2], "hidden": [[4], [8, 8], 3],
+             "grid_n": [33, 4095, 4097], "n": [50, 200], "n_samples": [50], "path": ["x.npy", 'a"b\\c'],
+             "grid_box": [[-4.0, 4.0], [-3, 3, -2, 2]], "batch_size": [8], "dim": [1, 2, 3],
+             "final_error": [0.1], "tau": ["auto", "online", "0.5", 2.0]}
+    return out + small.get(key, [])
+
+
+#: valid configs of each family, mutated by ``mutated_configs``
+TEMPLATES = [
+    {},
+    {"energy": {"kind": "gaussian", "dim": 2}, "schedule": {"kind": "constant"}, "data": {"mean": [1.0, 2.0]}},
+    {"energy": {"kind": "double_well"}, "data": {"kind": "model"}, "schedule": {"kind": "natural_gradient"},
+     "dynamics": {"backend": "fokker_planck"}},
+    {"energy": {"kind": "quartic"}, "data": {"kind": "model"}, "schedule": {"kind": "step"},
+     "dynamics": {"sampler": "mala"}},
+    {"energy": {"kind": "mlp", "hidden": [8]}, "data": {"kind": "moons"}, "schedule": {"kind": "cosine"}},
+    {"energy": {"kind": "rbm"}, "data": {"kind": "digits"}, "schedule": {"kind": "friction"}},
+    {"energy": {"kind": "mlp"}, "data": {"kind": "file", "path": "x.npy"}, "schedule": {"kind": "exponential"},
+     "output": {"grid_n": 101}},
+]
+
+
+@st.composite
+def mutated_configs(draw):
+    """A valid template with 1-3 keys set to values some kind accepts (or, 1 in 5, to anything)."""
+    raw = {t: dict(v) for t, v in draw(st.sampled_from(TEMPLATES)).items()}
+    for _ in range(draw(st.integers(1, 3))):
+        table = draw(st.sampled_from(TABLES))
+        kind = raw.get(table, {}).get("kind", C.DEFAULT_KIND.get(table))
+        own = [k for k in C.MODELS[table][kind].model_fields if k != "kind"] if draw(st.integers(0, 3)) else []
+        key = draw(st.sampled_from(own or sorted(C.SCHEMA[table])))
+        good = _good(table, key)
+        raw.setdefault(table, {})[key] = draw(st.sampled_from(good) if good and draw(st.integers(0, 4))
+                                              else values)
+    dyn = raw.setdefault("dynamics", {})
+    for key, small in (("n_chains", 64), ("n_steps", 10)):
+        dyn.setdefault(key, small)
+    return raw
+
+
 @st.composite
 def raw_configs(draw):
+    if draw(st.booleans()):
+        return draw(mutated_configs())
     raw = {}
     for table in TABLES:
         if draw(st.integers(0, 3)) == 0:
             continue
-        keys = draw(st.lists(st.sampled_from(sorted(C.SCHEMA[table])), max_size=5, unique=True))
         entries = {}
-        if table in C.DEFAULT_KIND and draw(st.booleans()):
-            entries["kind"] = draw(st.one_of(st.sampled_from(sorted(C.MODELS[table])), scalars))
-        for k in keys:
-            entries[k] = draw(values)
-        if draw(st.integers(0, 9)) == 0:
+        names = sorted(C.SCHEMA[table])
+        if table in C.DEFAULT_KIND:
+            kind = draw(st.one_of(st.sampled_from(sorted(C.MODELS[table])), scalars) if draw(st.integers(0, 9)) == 0
+                        else st.sampled_from(sorted(C.MODELS[table])))
+            entries["kind"] = kind
+            if isinstance(kind, str) and kind in C.MODELS[table] and draw(st.integers(0, 5)):
+                names = [n for n in C.MODELS[table][kind].model_fields if n != "kind"] or names
+        for k in draw(st.lists(st.sampled_from(names), max_size=4, unique=True)):
+            good = _good(table, k)
+            entries[k] = draw(st.sampled_from(good) if good and draw(st.integers(0, 4)) else values)
+        if draw(st.integers(0, 14)) == 0:
             entries[draw(st.text(string.ascii_letters + "_", min_size=1, max_size=6))] = draw(values)
         raw[table] = entries
-    if draw(st.integers(0, 14)) == 0:
+    dyn = raw.setdefault("dynamics", {})      # valid runs stay small (the memory check sees the rest)
+    for key, small in (("n_chains", 64), ("n_steps", 10)):
+        dyn.setdefault(key, small)
+    if draw(st.integers(0, 19)) == 0:
         raw[draw(st.sampled_from(["Energy", "dynamic", "x"]))] = draw(st.one_of(values, st.just({"a": 1})))
-    if draw(st.integers(0, 14)) == 0:
+    if draw(st.integers(0, 19)) == 0:
         raw[draw(st.sampled_from(TABLES))] = draw(scalars)
     return raw
 
