@@ -33,6 +33,8 @@ MAX_CONFIG_BYTES = 1 << 20
 MAX_PROBLEMS = 20
 #: largest seed: seed + 1 still fits torch.Generator.manual_seed
 MAX_SEED = 2**63 - 2
+#: the share of the available memory a run may plan on (the estimate is approximate; the rest is headroom)
+MEMORY_FRACTION = 0.9
 #: torch.multinomial draws from at most this many categories (the grid quadrature's equilibrium draws)
 MAX_CATEGORIES = 2**24
 
@@ -304,7 +306,7 @@ class Dynamics(_Table):
     dtype: Literal["float32", "float64"] = _key("float32", "chain dtype (theta and ledger are float64)")
     batch_size: Optional[int] = _key(None, "data rows in the data term of each update (a fresh minibatch every "
                                      "update; non-quadratic energies; default: all the data)",
-                                     "must be a positive integer", gt=0)
+                                     "must be a positive integer (at most 1e8)", gt=0, le=100_000_000)
 
 
 class Output(_Table):
@@ -649,7 +651,7 @@ def memory_estimate(cfg: dict) -> dict[str, tuple[int, str]]:
     work and heat), plus 16 b per hidden unit per chain for a network's activations and their
     gradients (calibrated on ``mindiss bench``: 8.9 kB per chain measured for the 2-64-64-1 MLP,
     8.3 kB estimated), plus N P b for per-chain scores where a Fisher / friction matrix is estimated;
-    history: replica 0's rows (n / record_every + 2) x (P + d + 11) float64 and its theta path
+    minibatch: batch_size rows (indices, float64 rows, their network activations); history: replica 0's rows (n / record_every + 2) x (P + d + 11) float64 and its theta path
     (n + 3) x P float64; data: the samples drawn (float64, twice); grid: the 2-D / 1-D quadrature at
     its finest spacing ((2 grid_n - 1)^d points, (d + 6) float64 each)."""
     e, d, s, dyn, o = (cfg[t] for t in ("energy", "data", "schedule", "dynamics", "output"))
@@ -670,6 +672,8 @@ def memory_estimate(cfg: dict) -> dict[str, tuple[int, str]]:
     parts["parameters"] = (8 * 8 * p, "energy.hidden" if hidden else "energy.dim")
     n_data = {"model": d.get("n_samples"), "digits": 1_500}.get(d["kind"], d.get("n") or 0)
     parts["data"] = (16 * dim * (n_data or 0), "data.n_samples" if d["kind"] == "model" else "data.n")
+    if dyn["batch_size"]:
+        parts["minibatch"] = (dyn["batch_size"] * (3 * 8 * dim + 8 + 16 * b * hidden), "dynamics.batch_size")
     if e["kind"] in NEURAL_KINDS and (e["dim"] or 1) <= 2:
         n_fine = 2 * (o["grid_n"] or GRID_N) - 1
         parts["grid"] = (n_fine ** dim * 8 * (dim + 6) + (1 << 16) * max(hidden, 1) * 8 * 4, "output.grid_n")
@@ -693,7 +697,8 @@ def _gb(n: float) -> str:
 
 
 def _machine_limits(cfg: dict, problems: _Problems, available_memory: int | None) -> None:
-    """Refuse a run that cannot fit in memory: the estimate, the key of its largest part, what is available."""
+    """Refuse a run whose ``memory_estimate`` exceeds MEMORY_FRACTION of the available memory, naming the
+    key of its largest part, the estimate and what is available."""
     parts = memory_estimate(cfg)
     device = cfg["dynamics"]["device"]
     if available_memory is not None:
@@ -706,12 +711,12 @@ def _machine_limits(cfg: dict, problems: _Problems, available_memory: int | None
             pools[f"{device} memory"] = (dev, on_device)
     for pool, (avail, names) in pools.items():
         need = sum(parts[k][0] for k in names)
-        if need > avail:
+        if need > MEMORY_FRACTION * avail:
             big = max(names, key=lambda k: parts[k][0])
             key = parts[big][1]
             detail = ", ".join(f"{k} {_gb(parts[k][0])}" for k in names if parts[k][0] >= 1e6)
             problems.add([key], f"{key}: this run would need about {_gb(need)} of {pool} ({detail}) but "
-                         f"{_gb(avail)} is available; lower {key}" + (
+                         f"{_gb(avail)} is available (a run may plan on {MEMORY_FRACTION:.0%} of it); lower {key}" + (
                              " or raise output.record_every" if key == "dynamics.n_steps" else ""))
 
 
