@@ -403,7 +403,7 @@ def _short(v, limit: int = 60) -> str:
         text = repr(v)
     except RecursionError:
         text = "<too deeply nested>"
-    return text if len(text) <= limit else text[:limit - 5] + " ...)"
+    return text if len(text) <= limit else text[:limit - 4] + " ..."
 
 
 def _must(model, name: str, err: dict) -> str:
@@ -731,11 +731,11 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     if path.count(".") != 1 or not all(path.split(".")):
         raise InputError(f"--set {_short(text)}: the key must be TABLE.KEY (e.g. dynamics.seed), got {_short(path)}")
     table, key = path.split(".")
+    if "\n" in value or "\r" in value or not value.strip():
+        raise InputError(f"--set {path}: {_short(value)} is not a one-line TOML value")
     try:
         parsed = tomllib.loads(f"v = {value.strip()}")["v"]
     except (tomllib.TOMLDecodeError, RecursionError):
-        if "\n" in value or not value.strip():
-            raise InputError(f"--set {path}: {_short(value)} is not a TOML value") from None
         parsed = value.strip()      # a bare word: the string itself (e.g. schedule.kind=cosine)
     return table, key, parsed
 
