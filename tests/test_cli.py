@@ -264,4 +264,4 @@ def test_plain_progress_lines():
         assert [check() for _ in range(3)] == [False] * 3
     finally:
         typer.echo = echo
-    assert len(lines) == 3 and lines[-1].startswith("mindiss train: 3 updates")
+    assert len(lines) == 3 and lines[-1].startswith("mindiss train: 3 of about 2 updates")

@@ -267,7 +267,7 @@ def train_cmd(
         progress = not quiet and not as_json and sys.stderr.isatty()
         stop = lambda: bool(stop_requested)  # noqa: E731
         if not quiet and not as_json and not progress:
-            stop = _plain_progress(stop, kwargs["n_replicas"])
+            stop = _plain_progress(stop, kwargs["n_replicas"] * kwargs["n_steps"])
         res = train(**kwargs, progress=progress, stop=stop, on_start=start)
         res.notes.extend(notes + [n for n in [grid_note(kwargs["energy"], res.replica_theta_final[0])] if n])
         if run_dir is not None:
@@ -299,9 +299,10 @@ def train_cmd(
     _print_summary(res)
 
 
-def _plain_progress(stop, n_replicas: int, every: float = 10.0):
+def _plain_progress(stop, planned: int, every: float = 10.0):
     """``stop`` that also prints a plain line to stderr every ``every`` seconds (stderr not a terminal:
-    no progress bar); train calls ``stop()`` once per update."""
+    no progress bar); train calls ``stop()`` once per update. ``planned``: replicas x n_steps (the
+    impulses add up to 2 updates per replica; a resumed run counts from its restart)."""
     import time
 
     start = time.monotonic()
@@ -313,7 +314,7 @@ def _plain_progress(stop, n_replicas: int, every: float = 10.0):
         if now >= state["next"]:
             state["next"] = now + every
             k = state["updates"]
-            typer.echo(f"mindiss train: {k} updates ({n_replicas} replica(s) in all) after {now - start:.0f} s, "
+            typer.echo(f"mindiss train: {k} of about {planned} updates (all replicas) after {now - start:.0f} s, "
                        f"{k / (now - start):.0f} updates/s", err=True)
         return stop()
 
