@@ -189,3 +189,79 @@ def test_print_defaults_roundtrip(run_cli, tmp_path):
     from mindiss import config
 
     assert config.resolve(tomllib.loads(out)) == config.defaults()
+
+
+def test_version(run_cli):
+    import mindiss
+
+    code, out, _ = run_cli("--version")
+    assert code == 0 and out.strip() == f"mindiss {mindiss.__version__}"
+
+
+@pytest.mark.parametrize("args", [[], ["train"], ["reproduce"], ["bench"], ["bound"], ["bound", "harmonic"],
+                                  ["bound", "gaussian"], ["schedule"], ["schedule", "harmonic"]])
+def test_every_help_answers(run_cli, args):
+    code, out, _ = run_cli(*args, "--help")
+    assert code == 0 and "Usage" in out
+
+
+MOMENTS = "[dynamics]\nbackend = \"moments\"\nn_steps = 40\n"
+
+
+def test_set_overrides_like_the_file(run_cli, tmp_path):
+    """--set dynamics.seed=3 --set schedule.scale=0.1 gives the result of a file holding those keys."""
+    base = _write(tmp_path / "base.toml", MOMENTS)
+    code, via_set, err = run_cli("train", base, "--json", "--set", "schedule.kind=constant",
+                                 "--set", "schedule.scale=0.1", "--set", "dynamics.seed=3")
+    assert code == 0, err
+    full = _write(tmp_path / "full.toml", MOMENTS.replace("[dynamics]", "[schedule]\nkind = \"constant\"\n"
+                                                          "scale = 0.1\n[dynamics]\nseed = 3"))
+    code, via_file, _ = run_cli("train", full, "--json")
+    assert code == 0 and json.loads(via_set) == json.loads(via_file)
+
+
+@pytest.mark.parametrize("override,word", [
+    ("dynamics.sed=3", "dynamics.sed"), ("dynamics.seed=-3", "dynamics.seed"), ("dynamics.seed=x", "dynamics.seed"),
+    ("schedule.scale=0", "schedule.scale"), ("dynamics=3", "TABLE.KEY"), ("seed", "TABLE.KEY=VALUE"),
+    ("a.b.c=1", "TABLE.KEY"), ("dynamics.n_steps=99999999999999999999", "dynamics.n_steps"),
+    ("dynamiks.seed=1", "[dynamiks]"), ("energy.kind=mlp", "needs a quadratic energy, not 'mlp'"),
+])
+def test_bad_set_exit_2_naming_it(run_cli, tmp_path, override, word):
+    cfg = _write(tmp_path / "c.toml", MOMENTS)
+    code, out, err = run_cli("train", cfg, "--set", override, "--out", tmp_path / "out")
+    assert code == 2 and word in err and out == "", err
+    assert not (tmp_path / "out").exists()
+
+
+def test_resolved_config_with_odd_path_reads_back(run_cli, tmp_path):
+    """config.toml in the run directory is written by tomli-w: a data path holding a quote, a backslash
+    and a newline reads back unchanged (string formatting wrote invalid TOML for it)."""
+    import tomllib
+
+    from mindiss import config
+
+    data = tmp_path / 'we"ird \\ na\nme.npy'
+    np.save(data, np.random.default_rng(1).normal(1.0, 1.0, size=(200, 1)))
+    code, _, err = run_cli("train", "--set", "data.kind=file", "--set", f"data.path={json.dumps(str(data))}",
+                           "--set", "dynamics.backend=moments", "--set", "dynamics.n_steps=10",
+                           "--out", tmp_path / "run", "--json")
+    assert code == 0, err
+    back = tomllib.loads((tmp_path / "run" / "config.toml").read_text())
+    assert back["data"]["path"] == str(data)
+    assert config.resolve(back)["data"]["path"] == str(data)
+
+
+def test_plain_progress_lines():
+    """Off a terminal, train's per-update stop() check prints a plain line every `every` seconds."""
+    from mindiss.cli import _plain_progress
+
+    lines = []
+    import typer
+
+    echo, typer.echo = typer.echo, lambda text, err=False: lines.append(text)
+    try:
+        check = _plain_progress(lambda: False, 2, every=0.0)
+        assert [check() for _ in range(3)] == [False] * 3
+    finally:
+        typer.echo = echo
+    assert len(lines) == 3 and lines[-1].startswith("mindiss train: 3 of about 2 updates")

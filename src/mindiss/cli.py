@@ -1,7 +1,8 @@
 """The ``mindiss`` command: a thin typer layer over the library.
 
 Exit codes: 0 success, 2 bad input (nothing written), 3 a run diverged.
-``--json`` prints exactly one JSON object on stdout.
+``--json`` prints exactly one JSON object on stdout. Only typer and this module load at start-up
+(torch, numpy and the experiments load inside the commands), so ``--help`` answers at once.
 """
 from __future__ import annotations
 
@@ -20,6 +21,25 @@ bound_app = typer.Typer(no_args_is_help=True, help="Closed-form minimal excess w
 schedule_app = typer.Typer(no_args_is_help=True, help="Export discretised learning-rate schedules.")
 app.add_typer(bound_app, name="bound")
 app.add_typer(schedule_app, name="schedule")
+
+#: the most repeats ``mindiss bench`` times per configuration
+MAX_BENCH_REPEATS = 100
+#: the most interior updates ``mindiss schedule harmonic`` exports (one row each)
+MAX_SCHEDULE_STEPS = 1_000_000
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"mindiss {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", is_eager=True, callback=_version,
+                                       help="print the version and exit")) -> None:
+    """Minimal-dissipation learning for energy-based models (kT = 1)."""
 
 
 def _fail(exc: Exception, code: int) -> None:
@@ -112,7 +132,7 @@ def schedule_harmonic(
     variance: float = typer.Option(..., help="trap variance s (> 0)"),
     mobility: float = typer.Option(..., help="chain mobility mu (> 0)"),
     duration: float = typer.Option(..., help="training duration T (> 0)"),
-    steps: int = typer.Option(..., help="interior updates n (n + 2 updates with the impulses)"),
+    steps: int = typer.Option(..., max=MAX_SCHEDULE_STEPS, help="interior updates n (n + 2 updates with the impulses)"),
     theta0: Optional[str] = typer.Option(None, help="initial centre: adds the theta(t) and chain-mean path"),
     target: Optional[str] = typer.Option(None, help="data mean xbar (with --theta0)"),
     fmt: str = typer.Option("csv", "--format", help="csv or json"),
@@ -188,6 +208,10 @@ def train_cmd(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
     print_defaults: bool = typer.Option(False, "--print-defaults", help="print a complete commented config and exit"),
+    overrides: Optional[list[str]] = typer.Option(None, "--set", metavar="TABLE.KEY=VALUE",
+                                                  help="override one key of the config (repeatable), e.g. --set "
+                                                  "dynamics.seed=3; VALUE is read as TOML (a bare word as a "
+                                                  "string) and validated like the file"),
 ):
     """Train a persistent-chain EBM with a learning-rate schedule and report its thermodynamic ledger.
 
@@ -197,15 +221,19 @@ def train_cmd(
     import signal
 
     from . import config as C
-    from .config_neural import grid_note
-    from .rundir import RunDir
-    from .train import Interrupted, train
 
     if print_defaults:
         typer.echo(C.to_toml(C.defaults(), comments=True))
         return
     try:
-        cfg = C.load(config) if config is not None else C.defaults()
+        cfg = C.resolve(C.apply_overrides(C.read_raw(config) if config is not None else {}, overrides))
+    except InputError as exc:      # before torch is imported: a bad config answers at once
+        _fail(exc, 2)
+    from .config_neural import grid_note
+    from .rundir import RunDir
+    from .train import Interrupted, train
+
+    try:
         kwargs = C.build(cfg)
         if out is not None and out.exists() and not out.is_dir():
             raise InputError(f"--out {str(out)!r} exists and is not a directory")
@@ -237,7 +265,10 @@ def train_cmd(
                 run_dir.log("resumed from checkpoint" if resume else "started")
 
         progress = not quiet and not as_json and sys.stderr.isatty()
-        res = train(**kwargs, progress=progress, stop=lambda: bool(stop_requested), on_start=start)
+        stop = lambda: bool(stop_requested)  # noqa: E731
+        if not quiet and not as_json and not progress:
+            stop = _plain_progress(stop, kwargs["n_replicas"] * kwargs["n_steps"])
+        res = train(**kwargs, progress=progress, stop=stop, on_start=start)
         res.notes.extend(notes + [n for n in [grid_note(kwargs["energy"], res.replica_theta_final[0])] if n])
         if run_dir is not None:
             run_dir.write_result(res)
@@ -266,6 +297,28 @@ def train_cmd(
         _print_json(res.to_dict())
         return
     _print_summary(res)
+
+
+def _plain_progress(stop, planned: int, every: float = 10.0):
+    """``stop`` that also prints a plain line to stderr every ``every`` seconds (stderr not a terminal:
+    no progress bar); train calls ``stop()`` once per update. ``planned``: replicas x n_steps (the
+    impulses add up to 2 updates per replica; a resumed run counts from its restart)."""
+    import time
+
+    start = time.monotonic()
+    state = {"updates": 0, "next": start + every}
+
+    def check() -> bool:
+        state["updates"] += 1
+        now = time.monotonic()
+        if now >= state["next"]:
+            state["next"] = now + every
+            k = state["updates"]
+            typer.echo(f"mindiss train: {k} of about {planned} updates (all replicas) after {now - start:.0f} s, "
+                       f"{k / (now - start):.0f} updates/s", err=True)
+        return stop()
+
+    return check
 
 
 def _print_summary(res) -> None:
@@ -344,7 +397,8 @@ def reproduce_cmd(
 @app.command("bench")
 def bench_cmd(
     device: str = typer.Option("cpu", help="cpu or cuda"),
-    repeats: int = typer.Option(0, help="timed repeats per configuration, median reported (0: 5, or 2 with --quick)"),
+    repeats: int = typer.Option(0, min=0, max=MAX_BENCH_REPEATS,
+                                help="timed repeats per configuration, median reported (0: 5, or 2 with --quick)"),
     dtype: str = typer.Option("both", help="chain dtype: float32, float64 or both"),
     case: str = typer.Option("all", help="trap, double_well, mlp or all"),
     memory: bool = typer.Option(True, "--memory/--no-memory", help="measure peak memory per chain"),

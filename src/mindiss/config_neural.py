@@ -142,6 +142,9 @@ def build_neural(cfg: dict, data) -> _Neural:
 
     if quadrature:
         n = out["grid_n"] or GRID_N
+        if n ** dim > 2**24:                # torch.multinomial's categories (the grid's equilibrium draws)
+            raise InputError(f"output.grid_n = {n}: a {dim}-D grid of {n ** dim} points exceeds torch's limit of "
+                             f"2^24 categories for the equilibrium draws; use at most 4095")
         gdt = torch.float32 if dyn["dtype"] == "float32" and e["kind"] == "mlp" else f64
         if out["grid_box"] is None:
             box = _auto_box(inner, theta0, data, reach, n, gdt)
