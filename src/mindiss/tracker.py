@@ -58,6 +58,8 @@ class WorkTracker:
     the batch-means errors. ``on_update(tracker, row)``: called after every update with the
     history row (a dict). ``warn_factor``: a ``DissipationWarning`` when one update's dissipation
     Var_i(w_i)/2 exceeds this times its running mean (after 20 updates; 0 switches it off).
+    ``params``: the parameters whose ``.grad`` is g_hat and whose change is dtheta (default: those of
+    an nn.Module energy), for the approximate objective's change sum_k dtheta_k . g_hat_k.
 
     Per update: ``with tracker.update(theta): optimizer.step()`` (an ``nn.Module`` energy: the
     tracker reads ``p.grad`` as g_hat and the parameter change as dtheta), or
@@ -66,7 +68,8 @@ class WorkTracker:
     """
 
     def __init__(self, energy_fn, chains: torch.Tensor, *, theta=None, free_energy_fn=None, data=None, box=None,
-                 keep_initial: int = 1024, n_blocks: int = 16, on_update=None, warn_factor: float = 10.0):
+                 keep_initial: int = 1024, n_blocks: int = 16, on_update=None, warn_factor: float = 10.0,
+                 params=None):
         if not callable(energy_fn) and not isinstance(energy_fn, Energy):
             raise InputError(f"energy_fn must be a mindiss Energy or a callable, got {type(energy_fn).__name__}")
         if not torch.is_tensor(chains) or chains.ndim < 1 or chains.shape[0] < 1:
@@ -78,6 +81,9 @@ class WorkTracker:
         if not (isinstance(warn_factor, (int, float)) and warn_factor >= 0):
             raise InputError(f"warn_factor must be a number >= 0, got {warn_factor!r}")
         self.energy_fn = energy_fn
+        if params is None and isinstance(energy_fn, torch.nn.Module):
+            params = energy_fn.parameters()
+        self.params = None if params is None else list(params)
         self.free_energy_fn = free_energy_fn
         self.data, self.box = data, box
         self.on_update, self.warn_factor = on_update, float(warn_factor)
@@ -191,8 +197,8 @@ class WorkTracker:
             if theta is not None:
                 self._theta_old = _snapshot(theta)
         self._grad = None if grad is None else torch.as_tensor(grad).detach().to(F64).reshape(-1).clone()
-        if isinstance(self.energy_fn, torch.nn.Module):
-            params = [p for p in self.energy_fn.parameters()]
+        if self.params is not None:
+            params = self.params
             self._params_old = torch.nn.utils.parameters_to_vector(params).detach().to(F64).clone()
             if self._grad is None and all(p.grad is not None for p in params):
                 self._grad = torch.cat([p.grad.detach().reshape(-1).to(F64) for p in params])
@@ -213,7 +219,7 @@ class WorkTracker:
         approx = None
         if g is not None:
             if self._params_old is not None:
-                dtheta = _module_vector(self.energy_fn).to(g.device) - self._params_old.to(g.device)
+                dtheta = _vector(self.params).to(g.device) - self._params_old.to(g.device)
             elif self._theta_old is not None and theta is not None:
                 dtheta = torch.as_tensor(theta).detach().to(F64).reshape(-1) - self._theta_old.to(F64).reshape(-1)
             else:
@@ -511,6 +517,10 @@ def _clone(v):
     if isinstance(v, list):
         return [_clone(a) for a in v]
     return v
+
+
+def _vector(params) -> torch.Tensor:
+    return torch.nn.utils.parameters_to_vector(list(params)).detach().to(F64).cpu().clone()
 
 
 def _module_vector(module) -> torch.Tensor:
