@@ -167,7 +167,12 @@ class Ledger:
     def relaxation_time(self, window: int = 20) -> float:
         """tau in updates from the one-move energy autocorrelation r = corr_i(E(x_old), E(x_new)) at fixed
         theta, averaged over the last ``window`` moves: tau = -1 / ln r (NaN before the first move)."""
-        lags = [row[5] for row in self.history if math.isfinite(row[5])][-int(window):]
+        lags = []
+        for row in reversed(self.history):
+            if len(lags) >= int(window):
+                break
+            if math.isfinite(row[5]):
+                lags.append(row[5])
         if not lags:
             return math.nan
         r = float(np.mean(lags))

@@ -147,29 +147,29 @@ _per_chain_grads = per_chain_grads  # for ``step``, whose keyword argument shado
 
 # ---------------------------------------------------------------------------- practitioner plan
 
-def rate_factors(total_updates: int, tau: float, *, start: int = 0, start_impulse: bool = False,
-                 final_impulse: bool = False) -> list[float]:
-    """r_k / mean_j r_j for k = start..T-1, r_k = 1 / (T - (k + 1/2) + 2 tau): alpha(t) at unit time
-    steps, normalised to mean 1 over the whole run (k = 0..T-1). The impulses tau / (T + 2 tau) and
-    1/2 (same normalisation) are added to the first / last update's factor when asked for."""
+def rate_factors(total_updates: int, tau: float, *, start: int = 0, stop: int | None = None,
+                 start_impulse: bool = False, final_impulse: bool = False) -> list[float]:
+    """r_k / mean_j r_j for k = start..stop-1, r_k = 1 / (T - (k + 1/2) + 2 tau): alpha(t) at unit time
+    steps, normalised to mean 1 over the whole run (k = 0..T-1; the mean by the digamma sum
+    sum_k 1/(a + k) = psi(a + T) - psi(a), a = 2 tau + 1/2). The impulses tau / (T + 2 tau) and 1/2
+    (same normalisation) are added to the first / last update's factor when asked for."""
     T = require_positive_int("total_updates", total_updates)
     tau = float(tau)
     if not (tau > 0):
         raise InputError(f"tau must be > 0 (the chains' relaxation time in updates), got {tau!r}")
+    stop = T if stop is None else min(int(stop), T)
     if math.isinf(tau):
-        raw = [1.0] * T
-        norm = 1.0
-        c0 = c1 = 0.0
-    else:
-        raw = [1.0 / (T - (k + 0.5) + 2.0 * tau) for k in range(T)]
-        norm = sum(raw) / T
-        c0, c1 = tau / (T + 2.0 * tau), 0.5
-    out = [r / norm for r in raw]
-    if start_impulse:
-        out[0] += c0 / norm
-    if final_impulse:
-        out[-1] += c1 / norm
-    return out[start:]
+        out = [1.0] * (stop - start)
+        return out
+    a = 2.0 * tau + 0.5
+    psi = torch.special.digamma(torch.tensor([a + T, a], dtype=F64))
+    norm = float(psi[0] - psi[1]) / T
+    out = [1.0 / ((T - (k + 0.5) + 2.0 * tau) * norm) for k in range(start, stop)]
+    if start_impulse and start == 0 and out:
+        out[0] += tau / (T + 2.0 * tau) / norm
+    if final_impulse and stop == T and out:
+        out[-1] += 0.5 / norm
+    return out
 
 
 class _Planner:
@@ -201,7 +201,7 @@ class _Planner:
         self.tau_used.append(tau)
         if k >= T:    # beyond the plan: keep the last interior rate (raise total_updates to re-plan)
             return rate_factors(T, tau, start=T - 1)[0]
-        return rate_factors(T, tau, start=k, start_impulse=self.start_impulse and k == 0,
+        return rate_factors(T, tau, start=k, stop=k + 1, start_impulse=self.start_impulse,
                             final_impulse=self.final_impulse)[0]
 
     def state(self) -> dict:

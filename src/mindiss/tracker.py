@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .energies import Energy
-from .errors import InputError, require_positive, require_positive_int
+from .errors import InputError, require_positive_int
 from .ledger import (FIXED_PATH, FREE_ENERGY_METHODS, FreeEnergyDifference, Ledger, WorkReport, combine,
                      delta_free_energy, excess_work, measured_bias)
 
