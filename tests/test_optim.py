@@ -358,3 +358,26 @@ def test_practitioner_optimizer_matches_the_scheduler_with_sgd():
     torch.testing.assert_close(w1.detach(), w2.detach(), rtol=1e-6, atol=1e-7)
     with pytest.raises(InputError, match="not both"):
         MinimalDissipation([w1], duration=1.0, n_steps=3, tau=1.0, total_updates=5)
+
+
+def test_practitioner_optimizer_param_groups_closure_and_extension():
+    a, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(1))
+    opt = MinimalDissipation([{"params": [a], "lr": 0.1}, {"params": [b], "lr": 0.02}], total_updates=10, tau=3.0)
+    f = rate_factors(20, 3.0)
+    calls = []
+    for k in range(20):
+        if k == 5:
+            opt.set_total_updates(20)           # extended before the 6th update: re-planned as if T = 20
+        def closure():
+            calls.append(k)
+            a.grad, b.grad = torch.ones(2), torch.ones(1)
+            return torch.tensor(float(k))
+        assert float(opt.step(closure)) == k
+    g = rate_factors(10, 3.0)
+    expect_a = -0.1 * (sum(g[:5]) + sum(f[5:]))
+    expect_b = -0.02 * (sum(g[:5]) + sum(f[5:]))
+    assert calls == list(range(20)) and opt.updates_done == 20
+    torch.testing.assert_close(a.detach(), torch.full((2,), expect_a), rtol=1e-6, atol=0)
+    torch.testing.assert_close(b.detach(), torch.full((1,), expect_b), rtol=1e-6, atol=0)
+    with pytest.raises(InputError, match="below"):
+        opt.set_total_updates(3)
