@@ -78,7 +78,8 @@ def test_nll(model, test) -> float:
 
 
 def run(schedule: str, lr: float, seed: int, updates: int) -> dict:
-    """One PCD run; ``schedule`` "constant" or "mindiss" (MinimalDissipationLR with defaults)."""
+    """One PCD run; ``schedule``: "constant", "mindiss" (MinimalDissipationLR with defaults),
+    "mindiss-final" / "mindiss-start" (with the final / start impulse switched on)."""
     gen = torch.Generator().manual_seed(seed)
     train = make_moons(20_000, gen=gen)
     test = make_moons(5_000, gen=gen)
@@ -86,7 +87,8 @@ def run(schedule: str, lr: float, seed: int, updates: int) -> dict:
     chains = torch.randn(2000, 2, generator=gen) / math.sqrt(WALL)
     chains = langevin(model, chains, gen=gen, steps=200)                  # burn-in at theta_0
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = MinimalDissipationLR(opt, total_updates=updates) if schedule == "mindiss" else None
+    options = {"mindiss": {}, "mindiss-final": {"final_impulse": True}, "mindiss-start": {"start_impulse": True}}
+    sched = MinimalDissipationLR(opt, total_updates=updates, **options[schedule]) if schedule in options else None
     tracker = WorkTracker(model, chains, data=test, box=BOX, warn_factor=0.0)
     lrs = []
     start = time.perf_counter()
@@ -164,10 +166,21 @@ def main(argv=None) -> dict:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--out", type=Path, default=Path("own_loop_study"))
+    ap.add_argument("--impulses", action="store_true",
+                    help="instead: the impulse options (final / start impulse on) at the base lr, with the defaults")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     runs = []
+    if args.impulses:
+        for seed in range(args.seeds):
+            for schedule in ("mindiss-final", "mindiss-start"):
+                r = run(schedule, args.lr, seed, args.updates)
+                runs.append(r)
+                print(f"lr {r['lr']:g} seed {seed} {schedule:13s} NLL {r['nll']:.4f} "
+                      f"W_ex {r['report']['excess_work']:.3f} +- {r['report']['excess_work_se']:.3f}", flush=True)
+                (args.out / "impulses.json").write_text(json.dumps(runs))
+        return {"runs": runs}
     for factor in (0.5, 1.0, 2.0):
         for seed in range(args.seeds):
             for schedule in ("constant", "mindiss"):

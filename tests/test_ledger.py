@@ -219,3 +219,26 @@ def test_replay_buffer_follower_counts_restarts_and_keeps_the_first_law(size, ba
         assert rep.n_restarts == 6 * jitter
     else:
         assert rep.n_restarts > 0 and any("restarted" in n for n in rep.notes)
+
+
+def test_delta_f_dispatch_reproduces_trains_ais_estimate_exactly():
+    """train(free_energy='ais') and the ledger's dispatch, given the same initial chains, theta path end
+    points, step and generator seed (train's: chain seed * 31 + 17), give the same Delta F bit for bit."""
+    from mindiss.train import _seeds
+
+    gen = torch.Generator().manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(1, 8), torch.nn.SiLU(), torch.nn.Linear(8, 1)).double()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(0.5 * torch.randn(p.shape, generator=gen, dtype=F64))
+    energy = md.NeuralEnergy(net, 1, confinement=1.0)
+    data = torch.randn(500, 1, dtype=F64, generator=gen) * 0.5 + 0.3
+    x0 = torch.randn(256, 1, dtype=F64, generator=gen)
+    theta0 = torch.nn.utils.parameters_to_vector(net.parameters()).detach().double()
+    res = md.train(energy, data, schedule=md.schedules.constant(0.2, 0.5), theta0=theta0.tolist(), n_steps=10,
+                   n_chains=256, n_replicas=1, seed=4, sampler="mala", chains=x0, dtype=F64, free_energy="ais")
+    g = torch.Generator().manual_seed((_seeds(4, 1)[0][0] * 31 + 17) % (2**63))
+    out = delta_free_energy(energy, theta0, torch.tensor(res.theta_final, dtype=F64), method="ais", x0=x0, gen=g,
+                            dt=0.01, mobility=1.0)
+    assert out.delta_free_energy == res.delta_free_energy and out.delta_free_energy_se == res.delta_free_energy_se
+    assert out.method == res.free_energy_method == "ais" and math.isfinite(out.delta_free_energy)
