@@ -79,7 +79,8 @@ def test_nll(model, test) -> float:
 
 def run(schedule: str, lr: float, seed: int, updates: int) -> dict:
     """One PCD run; ``schedule``: "constant", "mindiss" (MinimalDissipationLR with defaults),
-    "mindiss-final" / "mindiss-start" (with the final / start impulse switched on)."""
+    "mindiss-final" / "mindiss-start" (with the final / start impulse switched on), "mindiss-tracker"
+    (tau measured by the tracker)."""
     gen = torch.Generator().manual_seed(seed)
     train = make_moons(20_000, gen=gen)
     test = make_moons(5_000, gen=gen)
@@ -87,9 +88,10 @@ def run(schedule: str, lr: float, seed: int, updates: int) -> dict:
     chains = torch.randn(2000, 2, generator=gen) / math.sqrt(WALL)
     chains = langevin(model, chains, gen=gen, steps=200)                  # burn-in at theta_0
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    options = {"mindiss": {}, "mindiss-final": {"final_impulse": True}, "mindiss-start": {"start_impulse": True}}
-    sched = MinimalDissipationLR(opt, total_updates=updates, **options[schedule]) if schedule in options else None
     tracker = WorkTracker(model, chains, data=test, box=BOX, warn_factor=0.0)
+    options = {"mindiss": {}, "mindiss-final": {"final_impulse": True}, "mindiss-start": {"start_impulse": True},
+               "mindiss-tracker": {"tracker": tracker}}
+    sched = MinimalDissipationLR(opt, total_updates=updates, **options[schedule]) if schedule in options else None
     lrs = []
     start = time.perf_counter()
     for _ in range(updates):
@@ -136,7 +138,7 @@ def figure(runs, rows, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(1, 3, figsize=(14, 4))
+    fig, ax = plt.subplots(1, 4, figsize=(18, 4))
     base = sorted({r["lr"] for r in runs})[len({r["lr"] for r in runs}) // 2]
     for r in runs:
         if r["lr"] != base or r["seed"] != runs[0]["seed"]:
@@ -154,6 +156,13 @@ def figure(runs, rows, path: Path) -> None:
         for row in rows:
             ax[2].annotate(f"{row['lr']:g}", (row[s]["nll"], row[s]["excess_work"]), fontsize=8)
     ax[2].set(xlabel="test NLL (nats)", ylabel="excess work W_ex (kT)", title="3 seeds: mean +- se across seeds")
+    ex = [r["report"]["excess_work"] for r in runs]
+    ax[3].errorbar(ex, [r["report"]["bias"] for r in runs], yerr=[r["report"]["bias_se"] for r in runs], fmt="o",
+                   ms=3, label="runs (error: fixed path)")
+    lim = [0, max(ex) * 1.1]
+    ax[3].plot(lim, lim, "k--", lw=0.8, label="bias = W_ex")
+    ax[3].set(xlabel="excess work W_ex (kT)", ylabel="measured bias L - L_approx (nats)",
+              title="Identity 1 on the moons loop")
     for a in ax:
         a.legend(fontsize=8)
     fig.tight_layout()
@@ -166,22 +175,25 @@ def main(argv=None) -> dict:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--out", type=Path, default=Path("own_loop_study"))
+    ap.add_argument("--replot", action="store_true", help="rebuild summary and figure from OUT/runs.json")
     ap.add_argument("--impulses", action="store_true",
-                    help="instead: the impulse options (final / start impulse on) at the base lr, with the defaults")
+                    help="instead: the options (final / start impulse on, tau from the tracker) at the base lr")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     runs = []
-    if args.impulses:
+    if args.replot:
+        runs = json.loads((args.out / "runs.json").read_text())
+    elif args.impulses:
         for seed in range(args.seeds):
-            for schedule in ("mindiss-final", "mindiss-start"):
+            for schedule in ("mindiss-final", "mindiss-start", "mindiss-tracker"):
                 r = run(schedule, args.lr, seed, args.updates)
                 runs.append(r)
                 print(f"lr {r['lr']:g} seed {seed} {schedule:13s} NLL {r['nll']:.4f} "
                       f"W_ex {r['report']['excess_work']:.3f} +- {r['report']['excess_work_se']:.3f}", flush=True)
                 (args.out / "impulses.json").write_text(json.dumps(runs))
         return {"runs": runs}
-    for factor in (0.5, 1.0, 2.0):
+    for factor in () if args.replot else (0.5, 1.0, 2.0):
         for seed in range(args.seeds):
             for schedule in ("constant", "mindiss"):
                 r = run(schedule, args.lr * factor, seed, args.updates)
@@ -191,7 +203,7 @@ def main(argv=None) -> dict:
                       f"bias {r['report']['bias']:.3f} ({r['seconds']:.0f} s)", flush=True)
                 (args.out / "runs.json").write_text(json.dumps(runs))
     rows = summarise(runs)
-    out = {"setting": {"updates": args.updates, "seeds": args.seeds, "base_lr": args.lr, "chains": 2000,
+    out = {"setting": {"updates": runs[0]["updates"], "seeds": args.seeds, "base_lr": args.lr, "chains": 2000,
                        "langevin": "ULA 10 steps h=0.01", "batch": 500, "wall": WALL, "grid": [BOX, GRID_N]},
            "summary": rows}
     (args.out / "summary.json").write_text(json.dumps(out, indent=1))
