@@ -114,6 +114,17 @@ def run(schedule: str, lr: float, seed: int, updates: int) -> dict:
             "lag": hist["lag"].tolist()}
 
 
+def scalar_schedule_bound(run: dict, window: int = 50) -> float:
+    """1 / (mean_k c_k * mean_k 1/c_k): the smallest ratio of sum_k lr_k^2 c_k to its constant-lr value
+    over lr schedules with the same sum_k lr_k (the minimiser is lr_k ~ 1/c_k), with the friction
+    proxy c_k = Var_i(w_ik) / (2 lr_k^2) of this constant-lr run smoothed over ``window`` updates.
+    Linear response, path held fixed: a rough guide to what any scalar reshaping of the lr can gain."""
+    d = np.convolve(np.asarray(run["dissipation"]), np.ones(window) / window, mode="valid")
+    lr = np.asarray(run["lrs"])[: len(d)]
+    c = d / lr ** 2
+    return float(1.0 / (c.mean() * (1.0 / c).mean()))
+
+
 def summarise(runs: list[dict]) -> list[dict]:
     rows = []
     for lr in sorted({r["lr"] for r in runs}):
@@ -127,6 +138,7 @@ def summarise(runs: list[dict]) -> list[dict]:
                       "excess_work_fixed_path_se": float(np.mean([r["report"]["excess_work_se"] for r in rs])),
                       "bias": float(np.mean([r["report"]["bias"] for r in rs])),
                       "bias_residual": float(np.mean([r["report"]["bias_residual"] for r in rs]))}
+        row["scalar_schedule_bound"] = float(np.mean([scalar_schedule_bound(r) for r in by["constant"]]))
         row["nll_difference"] = row["mindiss"]["nll"] - row["constant"]["nll"]
         row["excess_work_ratio"] = row["mindiss"]["excess_work"] / row["constant"]["excess_work"]
         rows.append(row)

@@ -381,3 +381,30 @@ def test_practitioner_optimizer_param_groups_closure_and_extension():
     torch.testing.assert_close(b.detach(), torch.full((1,), expect_b), rtol=1e-6, atol=0)
     with pytest.raises(InputError, match="below"):
         opt.set_total_updates(3)
+
+
+def test_constant_excess_power_mode_follows_the_measured_friction():
+    """adapt='power': f_k = c_hat_k^(-1/2) / mean_j<=k c_hat_j^(-1/2) (constant excess power f^2 c up to the
+    running normalisation that keeps the mean lr at the base lr), c_hat_k the mean of c_j = Var(w_j) / (2 f_j^2)
+    over the last 20 updates; recomputed here from the known friction sequence."""
+    from types import SimpleNamespace
+
+    from mindiss.optim import _Planner
+
+    ledger = SimpleNamespace(history=[])
+    tracker = SimpleNamespace(ledger=ledger, relaxation_time=lambda: math.nan)
+    planner = _Planner(200, None, tracker, False, False)
+    assert planner.adapt == "power"
+    friction = [1.0 if k < 100 else 4.0 for k in range(200)]
+    fs = []
+    for k in range(200):
+        f = planner.factor(k)
+        fs.append(f)
+        ledger.history.append((k + 1, 0.0, 2.0 * friction[k] * f * f, 0.0, 0.0, math.nan, 0))
+    assert fs[:20] == [1.0] * 20                                 # warm-up at the base lr
+    raw = [np.mean(friction[k - 20:k]) ** -0.5 for k in range(20, 200)]
+    expected = [min(max(r / np.mean(raw[: i + 1]), 1 / 3), 3) for i, r in enumerate(raw)]
+    np.testing.assert_allclose(fs[20:], expected, rtol=1e-12)
+    assert fs[199] < 0.7 * fs[99]                                # the lr drops where the friction rose
+    with pytest.raises(InputError, match="needs tracker"):
+        _Planner(10, None, None, False, False, adapt="power")

@@ -173,44 +173,89 @@ def rate_factors(total_updates: int, tau: float, *, start: int = 0, stop: int | 
 
 
 class _Planner:
-    """The practitioner plan shared by MinimalDissipationLR and MinimalDissipation: factor of update k
-    for the current total_updates and tau (tracker, explicit, or T), re-planned when they change."""
+    """The practitioner plan shared by MinimalDissipationLR and MinimalDissipation: the lr factor of
+    update k. ``adapt``: "none" (alpha(t) with tau explicit or T), "tau" (alpha(t) with the tracker's
+    measured tau, re-planned as it changes) or "power" (constant excess power, from the tracker)."""
 
-    def __init__(self, total_updates, tau, tracker, start_impulse, final_impulse):
+    WINDOW = 20          # updates per friction estimate (and the warm-up at factor 1)
+    CLIP = 3.0           # factors stay within [1/CLIP, CLIP] of the base lr
+
+    def __init__(self, total_updates, tau, tracker, start_impulse, final_impulse, adapt=None):
         self.total_updates = require_positive_int("total_updates", total_updates)
         if tau is not None:
             require_positive("tau", tau)
         if tracker is not None and not callable(getattr(tracker, "relaxation_time", None)):
             raise InputError(f"tracker must be a mindiss WorkTracker, got {type(tracker).__name__}")
-        self.tau, self.tracker = (None if tau is None else float(tau)), tracker
+        if adapt is None:
+            adapt = "power" if tracker is not None and tau is None else "none"
+        if adapt not in ("none", "tau", "power"):
+            raise InputError(f"adapt must be 'none', 'tau' or 'power', got {adapt!r}")
+        if adapt != "none" and tracker is None:
+            raise InputError(f"adapt={adapt!r} needs tracker= (a WorkTracker of this loop)")
+        self.tau, self.tracker, self.adapt = (None if tau is None else float(tau)), tracker, adapt
         self.start_impulse, self.final_impulse = bool(start_impulse), bool(final_impulse)
-        self.tau_used = []
+        self.factors: dict[int, float] = {}
+        self._raw_sum = 0.0
 
     def current_tau(self) -> float:
         if self.tau is not None:
             return self.tau
-        if self.tracker is not None:
+        if self.adapt == "tau":
             t = self.tracker.relaxation_time()
             if math.isfinite(t) and t > 0:
                 return float(t)
-        return float(self.total_updates)
+        return math.inf if self.adapt == "power" else float(self.total_updates)
+
+    def _power_factor(self, k: int) -> float:
+        """f_k ~ c_k^(-1/2): constant excess power lr_k^2 c_k (Sivak-Crooks), with the friction along the
+        path c_j = Var_i(w_ij) / (2 f_j^2) from the tracker's last WINDOW updates; normalised by the
+        running mean of c^(-1/2) so that the mean lr stays the base lr; 1 during the warm-up."""
+        rows = [row for row in self.tracker.ledger.history[-2 * self.WINDOW:]
+                if 1 <= row[0] <= k and int(row[0]) - 1 in self.factors] if self.tracker.ledger else []
+        rows = rows[-self.WINDOW:]
+        if k < self.WINDOW or len(rows) < self.WINDOW // 2:
+            return 1.0
+        c = sum(row[2] / 2.0 / self.factors[int(row[0]) - 1] ** 2 for row in rows) / len(rows)
+        if not (c > 0 and math.isfinite(c)):
+            return 1.0
+        raw = c ** -0.5
+        self._raw_sum += raw
+        mean_raw = self._raw_sum / (k - self.WINDOW + 1)
+        return min(max(raw / mean_raw, 1.0 / self.CLIP), self.CLIP)
 
     def factor(self, k: int) -> float:
+        if k in self.factors and k < self.total_updates:
+            return self.factors[k]
         T = self.total_updates
         tau = self.current_tau()
-        self.tau_used.append(tau)
         if k >= T:    # beyond the plan: keep the last interior rate (raise total_updates to re-plan)
-            return rate_factors(T, tau, start=T - 1)[0]
-        return rate_factors(T, tau, start=k, stop=k + 1, start_impulse=self.start_impulse,
-                            final_impulse=self.final_impulse)[0]
+            f = rate_factors(T, tau, start=T - 1)[0] if self.adapt != "power" else self.factors.get(k - 1, 1.0)
+        elif self.adapt == "power":
+            f = self._power_factor(k)
+            f += rate_factors(T, tau, start=k, stop=k + 1, start_impulse=self.start_impulse,
+                              final_impulse=self.final_impulse)[0] - 1.0 if (
+                self.start_impulse or self.final_impulse) else 0.0
+        else:
+            f = rate_factors(T, tau, start=k, stop=k + 1, start_impulse=self.start_impulse,
+                             final_impulse=self.final_impulse)[0]
+        self.factors[k] = f
+        return f
+
+    def set_total(self, total_updates: int, done: int) -> None:
+        """Re-plan from update ``done`` on for a new total (past factors are kept)."""
+        self.total_updates = total_updates
+        self.factors = {k: f for k, f in self.factors.items() if k < done}
 
     def state(self) -> dict:
         return {"total_updates": self.total_updates, "tau": self.tau, "start_impulse": self.start_impulse,
-                "final_impulse": self.final_impulse}
+                "final_impulse": self.final_impulse, "adapt": self.adapt, "raw_sum": self._raw_sum,
+                "factor_keys": list(self.factors), "factor_values": list(self.factors.values())}
 
     def load(self, sd: dict) -> None:
         self.total_updates, self.tau = int(sd["total_updates"]), sd["tau"]
         self.start_impulse, self.final_impulse = bool(sd["start_impulse"]), bool(sd["final_impulse"])
+        self.adapt, self._raw_sum = sd.get("adapt", self.adapt), float(sd.get("raw_sum", 0.0))
+        self.factors = dict(zip((int(k) for k in sd.get("factor_keys", [])), sd.get("factor_values", [])))
 
 
 def _expert(duration, n_steps, variance, schedule) -> bool:
@@ -245,7 +290,7 @@ class MinimalDissipation(torch.optim.Optimizer):
     """
 
     def __init__(self, params, duration=None, n_steps=None, *, total_updates=None, tau=None, variance=None,
-                 mobility=1.0, schedule=None, tracker=None, start_impulse: bool = False,
+                 mobility=1.0, schedule=None, tracker=None, adapt=None, start_impulse: bool = False,
                  final_impulse: bool = False, lr: float = 1.0, fisher=None, damping="auto",
                  relative_damping: float = 1e-3, energy=None, fisher_rows: int | None = None,
                  gen: torch.Generator | None = None, cg_tol: float = 1e-8, cg_max_iter: int = 500):
@@ -258,7 +303,7 @@ class MinimalDissipation(torch.optim.Optimizer):
             self.planner = None
             plan_keys = _plan_groups_keys(d)
         else:
-            self.planner = _Planner(total_updates, tau, tracker, start_impulse, final_impulse)
+            self.planner = _Planner(total_updates, tau, tracker, start_impulse, final_impulse, adapt)
             plan_keys = {"rates": (), "move_times": ()}
         if variance is not None and fisher is not None:
             raise InputError("variance= gives the harmonic optimum s alpha(t), which already contains I^-1 = s: "
@@ -313,7 +358,7 @@ class MinimalDissipation(torch.optim.Optimizer):
         n = require_positive_int("total_updates", total_updates)
         if n < self.updates_done:
             raise InputError(f"total_updates={n} is below the {self.updates_done} updates already taken")
-        self.planner.total_updates = n
+        self.planner.set_total(n, self.updates_done)
 
     def _rate(self, group, k: int) -> float:
         if self.planner is not None:
@@ -508,7 +553,8 @@ class MinimalDissipationLR(LRScheduler):
     k). With ``variance=`` (harmonic trap) and ``SGD(lr=1)`` the rates are ``mindiss.train``'s.
     """
 
-    def __init__(self, optimizer, total_updates=None, *, tau=None, tracker=None, start_impulse: bool = False,
+    def __init__(self, optimizer, total_updates=None, *, tau=None, tracker=None, adapt=None,
+                 start_impulse: bool = False,
                  final_impulse: bool = False, duration=None, n_steps=None, variance=None, mobility=1.0,
                  schedule=None, last_epoch: int = -1):
         expert = _expert(duration, n_steps, variance, schedule)
@@ -522,7 +568,7 @@ class MinimalDissipationLR(LRScheduler):
             self.planner = None
         else:
             self.rates, self.move_times = [], []
-            self.planner = _Planner(total_updates, tau, tracker, start_impulse, final_impulse)
+            self.planner = _Planner(total_updates, tau, tracker, start_impulse, final_impulse, adapt)
         super().__init__(optimizer, last_epoch)
 
     @property
@@ -541,7 +587,7 @@ class MinimalDissipationLR(LRScheduler):
         n = require_positive_int("total_updates", total_updates)
         if n < self.last_epoch:
             raise InputError(f"total_updates={n} is below the {self.last_epoch} updates already taken")
-        self.planner.total_updates = n
+        self.planner.set_total(n, self.last_epoch)
         self._last_lr = self.get_lr()
         for group, lr in zip(self.optimizer.param_groups, self._last_lr):
             group["lr"] = lr
