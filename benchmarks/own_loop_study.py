@@ -79,8 +79,8 @@ def test_nll(model, test) -> float:
 
 def run(schedule: str, lr: float, seed: int, updates: int) -> dict:
     """One PCD run; ``schedule``: "constant", "mindiss" (MinimalDissipationLR with defaults),
-    "mindiss-final" / "mindiss-start" (with the final / start impulse switched on), "mindiss-tracker"
-    (tau measured by the tracker)."""
+    "mindiss-final" / "mindiss-start" (with the final / start impulse switched on), "mindiss-tau"
+    (alpha(t) with tau measured by the tracker), "mindiss-power" (constant excess power, tracker=)."""
     gen = torch.Generator().manual_seed(seed)
     train = make_moons(20_000, gen=gen)
     test = make_moons(5_000, gen=gen)
@@ -90,7 +90,7 @@ def run(schedule: str, lr: float, seed: int, updates: int) -> dict:
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     tracker = WorkTracker(model, chains, data=test, box=BOX, warn_factor=0.0)
     options = {"mindiss": {}, "mindiss-final": {"final_impulse": True}, "mindiss-start": {"start_impulse": True},
-               "mindiss-tracker": {"tracker": tracker}}
+               "mindiss-tau": {"tracker": tracker, "adapt": "tau"}, "mindiss-power": {"tracker": tracker}}
     sched = MinimalDissipationLR(opt, total_updates=updates, **options[schedule]) if schedule in options else None
     lrs = []
     start = time.perf_counter()
@@ -188,22 +188,23 @@ def main(argv=None) -> dict:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--out", type=Path, default=Path("own_loop_study"))
     ap.add_argument("--replot", action="store_true", help="rebuild summary and figure from OUT/runs.json")
-    ap.add_argument("--impulses", action="store_true",
-                    help="instead: the options (final / start impulse on, tau from the tracker) at the base lr")
+    ap.add_argument("--variants", default="",
+                    help="instead: these schedules (comma-separated: mindiss-final, mindiss-start, mindiss-tau, "
+                         "mindiss-power) at the base lr, written to OUT/variants.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     runs = []
     if args.replot:
         runs = json.loads((args.out / "runs.json").read_text())
-    elif args.impulses:
+    elif args.variants:
         for seed in range(args.seeds):
-            for schedule in ("mindiss-final", "mindiss-start", "mindiss-tracker"):
+            for schedule in args.variants.split(","):
                 r = run(schedule, args.lr, seed, args.updates)
                 runs.append(r)
                 print(f"lr {r['lr']:g} seed {seed} {schedule:13s} NLL {r['nll']:.4f} "
                       f"W_ex {r['report']['excess_work']:.3f} +- {r['report']['excess_work_se']:.3f}", flush=True)
-                (args.out / "impulses.json").write_text(json.dumps(runs))
+                (args.out / "variants.json").write_text(json.dumps(runs))
         return {"runs": runs}
     for factor in () if args.replot else (0.5, 1.0, 2.0):
         for seed in range(args.seeds):
@@ -221,7 +222,8 @@ def main(argv=None) -> dict:
     (args.out / "summary.json").write_text(json.dumps(out, indent=1))
     figure(runs, rows, args.out / "own_loop_study.png")
     for row in rows:
-        print(f"lr {row['lr']:g}: NLL difference {row['nll_difference']:+.4f}, W_ex ratio {row['excess_work_ratio']:.3f}")
+        print(f"lr {row['lr']:g}: NLL difference {row['nll_difference']:+.4f}, "
+              f"W_ex ratio {row['excess_work_ratio']:.3f}")
     return out
 
 

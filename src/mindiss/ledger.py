@@ -302,7 +302,8 @@ def delta_free_energy(energy, theta0, theta1, *, method: str = "auto", exact: fl
 
         q0 = grid_log_partition(energy, theta0, box=box, n=grid_n)
         q1 = grid_log_partition(energy, theta1, box=box, n=grid_n)
-        return FreeEnergyDifference(q0.log_partition - q1.log_partition, math.hypot(q0.error_estimate, q1.error_estimate),
+        se = math.hypot(q0.error_estimate, q1.error_estimate)
+        return FreeEnergyDifference(q0.log_partition - q1.log_partition, se,
                                     f"quadrature ({grid_n} points per axis)")
     if x0 is None:
         return FreeEnergyDifference(math.nan, math.nan, "none (no chain states to start an estimator from)")

@@ -12,11 +12,13 @@ The time unit is one update, and the rate before update k is
 
 the paper's alpha(t) (theory.md section 4) sampled at the midpoints and normalised so that **the
 run's mean lr equals the optimizer's lr** (a lr tuned for constant-lr training transfers). tau is
-the chains' relaxation time in updates: measured by a ``WorkTracker`` passed as ``tracker=``
-(re-planned as the measurement changes), given as ``tau=``, or, with neither, assumed equal to T
-(then r_k rises only 1.5x over the run). The impulses of the exact harmonic optimum are off by
-default for this mode (``start_impulse=True`` / ``final_impulse=True`` fold them into the first /
-last update's lr): a final impulse is a large last step after which the chains never move, and on
+the chains' relaxation time in updates: given as ``tau=``, or assumed equal to T (then r_k rises
+only 1.5x over the run). With a ``WorkTracker`` passed as ``tracker=`` the rate is measured
+instead: ``adapt="power"`` (default then) keeps the excess power lr_k^2 c_k constant with the
+friction c_k measured along the path (lr ~ c^-1/2, normalised by its running mean);
+``adapt="tau"`` uses alpha(t) with the tracker's measured tau. The impulses of the exact harmonic
+optimum are off by default for this mode (``start_impulse=True`` / ``final_impulse=True`` fold
+them into the first / last update's lr): a final impulse is a large last step after which the chains never move, and on
 neural EBMs it destroyed the model (issue 17: test NLL 2.2 -> 5.2).
 
 The expert mode is the canonical discretisation of ``mindiss.train``:
@@ -275,7 +277,7 @@ class MinimalDissipation(torch.optim.Optimizer):
     computed from ``energy`` by ``step(chains=x)``.
 
     Practitioner mode (``total_updates=``): lr_k = lr * r_k with the normalised factors of
-    ``MinimalDissipationLR`` (mean lr over the run = ``lr``; tau from ``tracker=`` or ``tau=``;
+    ``MinimalDissipationLR`` (mean lr over the run = ``lr``; ``tau=``, or ``tracker=`` with ``adapt``;
     impulses off unless asked for); every update is an ordinary update followed by your usual
     chain move; ``total_updates`` may be raised mid-run (``set_total_updates``).
 
@@ -542,8 +544,10 @@ class MinimalDissipationLR(LRScheduler):
 
     Practitioner mode: ``MinimalDissipationLR(optimizer, total_updates)``. r_k (``rate_factors``) is
     alpha(t) at unit time steps normalised so that the run's mean lr is the optimizer's lr. tau (the
-    chains' relaxation time, in updates): ``tau=``, else measured by ``tracker=`` (a WorkTracker;
-    re-planned as the measurement changes), else T. ``start_impulse`` / ``final_impulse`` (default
+    chains' relaxation time, in updates): ``tau=``, else T. ``tracker=`` (a WorkTracker of this loop)
+    with ``adapt="power"`` (its default): constant excess power, lr ~ c^-1/2 with the friction c
+    measured along the path; ``adapt="tau"``: alpha(t) with the measured tau (see ``_Planner``).
+    ``start_impulse`` / ``final_impulse`` (default
     off) fold the harmonic optimum's impulses into the first / last update's lr. ``set_total_updates``
     raises the plan mid-run (the remaining rates are re-planned); beyond the plan the last rate is
     kept.
