@@ -296,7 +296,7 @@ def test_fisher_optimizer_follows_trains_natural_gradient_path_on_the_trap():
 
 def test_practitioner_scheduler_two_lines_mean_lr_and_no_impulse():
     w = torch.nn.Parameter(torch.zeros(3))
-    opt = torch.optim.Adam([w], lr=1e-3)
+    opt = torch.optim.SGD([w], lr=1e-3)
     sched = MinimalDissipationLR(opt, total_updates=100)
     lrs = []
     for _ in range(100):
@@ -309,6 +309,12 @@ def test_practitioner_scheduler_two_lines_mean_lr_and_no_impulse():
     raw = [1 / (100 - (k + 0.5) + 2 * tau) for k in range(100)]
     np.testing.assert_allclose(lrs, 1e-3 * np.array(raw) / np.mean(raw), rtol=1e-12)
     assert lrs[-1] / lrs[-2] < 1.01                          # no final impulse by default
+    adam = torch.optim.Adam([w], lr=1e-3)                    # step-normalised: constant without tau/tracker
+    sched = MinimalDissipationLR(adam, total_updates=100)
+    for _ in range(100):
+        assert adam.param_groups[0]["lr"] == pytest.approx(1e-3, rel=1e-15)
+        adam.step()
+        sched.step()
     with_end = rate_factors(100, 5.0, final_impulse=True)
     assert with_end[-1] > 10 * rate_factors(100, 5.0)[-1] / 2   # the option folds the impulse into the last lr
 

@@ -13,7 +13,11 @@ The time unit is one update, and the rate before update k is
 the paper's alpha(t) (theory.md section 4) sampled at the midpoints and normalised so that **the
 run's mean lr equals the optimizer's lr** (a lr tuned for constant-lr training transfers). tau is
 the chains' relaxation time in updates: given as ``tau=``, or assumed equal to T (then r_k rises
-only 1.5x over the run). With a ``WorkTracker`` passed as ``tracker=`` the rate is measured
+only 1.5x over the run). For step-normalised optimizers (Adam, RMSprop, ...; ``STEP_NORMALISED``)
+without ``tau=`` or ``tracker=`` the rate is constant: their step is about lr whatever g_hat's
+size, so the paper's interior (constant speed, a rate that rises only to offset a shrinking
+g_hat) is a constant lr, and the rising alpha(t) measurably added dissipation and hurt the NLL
+(docs/own_loop.md). With a ``WorkTracker`` passed as ``tracker=`` the rate is measured
 instead: ``adapt="power"`` (default then) keeps the excess power lr_k^2 c_k constant with the
 friction c_k measured along the path (lr ~ c^-1/2, normalised by its running mean);
 ``adapt="tau"`` uses alpha(t) with the tracker's measured tau. The impulses of the exact harmonic
@@ -50,6 +54,9 @@ from .preconditioners import Fisher, GradStats
 from .schedules import DiscreteSchedule, Schedule, alpha, optimal_harmonic
 
 FISHER_KINDS = (None, "full", "diag", "lowrank")
+#: optimizers whose step is about lr per parameter whatever the gradient's size
+STEP_NORMALISED = (torch.optim.Adam, torch.optim.AdamW, torch.optim.Adamax, torch.optim.NAdam, torch.optim.RAdam,
+                   torch.optim.RMSprop, torch.optim.Adagrad, torch.optim.Adadelta)
 F64 = torch.float64
 
 
@@ -182,8 +189,10 @@ class _Planner:
     WINDOW = 20          # updates per friction estimate (and the warm-up at factor 1)
     CLIP = 3.0           # factors stay within [1/CLIP, CLIP] of the base lr
 
-    def __init__(self, total_updates, tau, tracker, start_impulse, final_impulse, adapt=None):
+    def __init__(self, total_updates, tau, tracker, start_impulse, final_impulse, adapt=None,
+                 step_normalised: bool = False):
         self.total_updates = require_positive_int("total_updates", total_updates)
+        self.step_normalised = bool(step_normalised)
         if tau is not None:
             require_positive("tau", tau)
         if tracker is not None and not callable(getattr(tracker, "relaxation_time", None)):
@@ -206,7 +215,9 @@ class _Planner:
             t = self.tracker.relaxation_time()
             if math.isfinite(t) and t > 0:
                 return float(t)
-        return math.inf if self.adapt == "power" else float(self.total_updates)
+        if self.adapt == "power" or self.step_normalised:
+            return math.inf
+        return float(self.total_updates)
 
     def _power_factor(self, k: int) -> float:
         """f_k ~ c_k^(-1/2): constant excess power lr_k^2 c_k (Sivak-Crooks), with the friction along the
@@ -544,7 +555,8 @@ class MinimalDissipationLR(LRScheduler):
 
     Practitioner mode: ``MinimalDissipationLR(optimizer, total_updates)``. r_k (``rate_factors``) is
     alpha(t) at unit time steps normalised so that the run's mean lr is the optimizer's lr. tau (the
-    chains' relaxation time, in updates): ``tau=``, else T. ``tracker=`` (a WorkTracker of this loop)
+    chains' relaxation time, in updates): ``tau=``, else T (for step-normalised optimizers such as
+    Adam: a constant lr, see the module docstring). ``tracker=`` (a WorkTracker of this loop)
     with ``adapt="power"`` (its default): constant excess power, lr ~ c^-1/2 with the friction c
     measured along the path; ``adapt="tau"``: alpha(t) with the measured tau (see ``_Planner``).
     ``start_impulse`` / ``final_impulse`` (default
@@ -572,7 +584,8 @@ class MinimalDissipationLR(LRScheduler):
             self.planner = None
         else:
             self.rates, self.move_times = [], []
-            self.planner = _Planner(total_updates, tau, tracker, start_impulse, final_impulse, adapt)
+            self.planner = _Planner(total_updates, tau, tracker, start_impulse, final_impulse, adapt,
+                                    step_normalised=isinstance(optimizer, STEP_NORMALISED))
         super().__init__(optimizer, last_epoch)
 
     @property
