@@ -4,7 +4,8 @@
   schedule alpha(t) (impulses at both ends) times a diagonal Fisher preconditioner estimated from
   per-chain parameter gradients of the persistent chains;
 * ``WorkTracker``: per-chain work and heat of the loop (Crooks bookkeeping, kT = 1), the excess
-  work W_ex = <W> - Delta F and the PCD bias (= W_ex, Identity 1).
+  work W_ex = <W> - Delta F and the PCD bias measured as L - L_approx (true-loss change minus
+  sum dtheta . g_hat; Identity 1: equal to W_ex up to O(|dtheta|^2) per update).
 
 The energy is an MLP plus a confinement k |x|^2 / 2 (so Z exists); in two dimensions F = -ln Z is
 a grid sum, so Delta F and the true loss L = E_data[E] - F are exact up to quadrature. Chains move
@@ -116,7 +117,7 @@ def run(optimizer: str, *, n_steps: int = 100, n_chains: int = 512, duration: fl
     else:
         raise ValueError(f"unknown optimizer {optimizer!r}")
 
-    tracker = WorkTracker(model, chains, free_energy_fn=lambda _: free_energy_grid(model))
+    tracker = WorkTracker(model, chains, data=data, free_energy_fn=lambda _: free_energy_grid(model))
     start = time.perf_counter()
     for k in range(len(moves)):
         opt.zero_grad()

@@ -3,7 +3,6 @@ import importlib.util
 import math
 import re
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -28,7 +27,7 @@ def _check_results(results):
     for r in results:
         rep = r["report"]
         assert r["n_updates"] == 32 and rep.n_updates == 32 and rep.n_moves == 32   # same number of updates
-        assert rep.free_energy_method == "exact" and rep.bias == rep.excess_work
+        assert rep.free_energy_method == "exact" and rep.bias_reason == "measured"   # bias measured, not copied
         assert rep.first_law_residual < 1e-9
         assert math.isfinite(r["nll"]) and math.isfinite(rep.excess_work_se)
     return {r["optimizer"]: r for r in results}
@@ -44,11 +43,14 @@ def test_plain_pytorch_pcd_on_moons():
         assert r["report"].excess_work > -4 * r["report"].excess_work_se - 1e-3
 
 
-def test_torchebm_example_runs_with_torchebm():
-    pytest.importorskip("torchebm", reason="torchebm is an optional extra (pip install torchebm); "
-                                           "examples/own_loop_torchebm.py needs it")
+def test_torchebm_example_runs_torchebms_pcd_with_its_buffer():
+    pytest.importorskip("torchebm", reason="torchebm is in the test extra; examples/own_loop_torchebm.py needs it")
     ex = _load("own_loop_torchebm")
-    _check_results(ex.main(quick=True))
+    out = ex.main(quick=True)
+    rep = out["report"]
+    # torchebm jitters int(0.05 * 128) = 6 start points per update: 30 updates restart 180 chains
+    assert rep.n_restarts == 30 * 6 and rep.n_updates == 30 and rep.n_moves == 30
+    assert rep.first_law_residual < 1e-4 and math.isfinite(out["nll"]) and rep.bias_reason == "measured"
 
 
 def test_torchebm_example_says_what_is_missing():
@@ -60,60 +62,13 @@ def test_torchebm_example_says_what_is_missing():
         ex.main(quick=True)
 
 
-def _torchebm_stub():
-    """A stand-in with torchebm's documented interface (BaseModel, LangevinDynamics.sample,
-    ContrastiveDivergence.compute_loss) to keep the example's glue code from rotting."""
-    class BaseModel(torch.nn.Module):
-        def __init__(self, *args, **kwargs):
-            super().__init__()
-
-    class LangevinDynamics:
-        def __init__(self, model, step_size=1e-3, noise_scale=1.0):
-            self.model, self.step_size, self.noise_scale = model, step_size, noise_scale
-
-        @torch.no_grad()
-        def sample(self, x=None, n_steps=1, **kwargs):
-            h = self.step_size
-            for _ in range(n_steps):
-                with torch.enable_grad():
-                    z = x.detach().requires_grad_(True)
-                    (g,) = torch.autograd.grad(self.model(z).sum(), z)
-                x = x - h * g + math.sqrt(2 * h) * self.noise_scale * torch.randn_like(x)
-            return x
-
-    class ContrastiveDivergence:
-        def __init__(self, model, sampler, k_steps=1, persistent=False, **kwargs):
-            self.model, self.sampler, self.k_steps = model, sampler, k_steps
-
-        def compute_loss(self, x, pred_x):
-            return torch.mean(self.model(x) - self.model(pred_x))
-
-    mods = {name: types.ModuleType(name) for name in ("torchebm", "torchebm.core", "torchebm.samplers",
-                                                      "torchebm.losses")}
-    mods["torchebm.core"].BaseModel = BaseModel
-    mods["torchebm.samplers"].LangevinDynamics = LangevinDynamics
-    mods["torchebm.losses"].ContrastiveDivergence = ContrastiveDivergence
-    return mods
-
-
-def test_torchebm_example_glue_against_a_stub_of_its_interface(monkeypatch):
-    for name, module in _torchebm_stub().items():
-        monkeypatch.setitem(sys.modules, name, module)
-    ex = _load("own_loop_torchebm")
-    assert ex.HAVE_TORCHEBM
-    for name in ("minimal-dissipation", "sgd"):
-        r = ex.run(name, n_steps=10, n_chains=128, burn_in=1.0)
-        assert r["n_updates"] == 12 and r["report"].first_law_residual < 1e-9
-        assert r["report"].n_moves == 12 and math.isfinite(r["report"].excess_work)
-
-
 def test_docs_own_loop_code_blocks_run():
     text = (ROOT / "docs" / "own_loop.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
     assert len(blocks) == 2
     namespace: dict = {}
     exec(compile("\n".join(blocks), "docs/own_loop.md", "exec"), namespace)   # noqa: S102
-    report, opt = namespace["report"], namespace["opt"]
-    assert opt.updates_done == opt.n_updates == 52
-    assert report.n_updates == 52 and report.first_law_residual < 1e-9
-    assert report.free_energy_method == "jarzynski" and math.isfinite(report.excess_work)
+    report, sched = namespace["report"], namespace["sched"]
+    assert sched.last_epoch == sched.n_updates == 200
+    assert report.n_updates == 200 and report.first_law_residual < 1e-9
+    assert report.free_energy_method.startswith("jarzynski") and math.isfinite(report.excess_work)

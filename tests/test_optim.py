@@ -10,7 +10,7 @@ import torch
 
 import mindiss as md
 from mindiss.errors import InputError
-from mindiss.optim import MinimalDissipation, MinimalDissipationLR, per_chain_grads, plan
+from mindiss.optim import MinimalDissipation, MinimalDissipationLR, per_chain_grads, plan, rate_factors
 
 
 
@@ -126,7 +126,9 @@ def test_state_dict_round_trip_resumes_bit_exactly(fisher):
     opt2 = make(theta2)
     opt2.load_state_dict(saved["opt"])
     st = opt2.state[theta2]
-    assert st["fisher"].dtype == torch.float64 and opt2.updates_done == 5
+    estimate = st["fisher_pre"].estimate     # mindiss.preconditioners.Fisher, the library's one Fisher
+    estimate = estimate[0][1] if isinstance(estimate, list) else estimate
+    assert estimate.dtype == torch.float64 and opt2.updates_done == 5
     assert opt2.last_move_time == opt.last_move_time
     out = _fisher_run(opt2, theta2, G_list, g_list, start=5)
     assert torch.equal(out, ref)
@@ -197,7 +199,7 @@ def test_natural_gradient_on_the_trap_is_the_harmonic_optimum():
 def test_scheduler_gives_the_plan_to_your_optimizer():
     w = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
     opt = torch.optim.SGD([w], lr=1.0)
-    sched = MinimalDissipationLR(opt, T, N_STEPS, variance=S, mobility=MU)
+    sched = MinimalDissipationLR(opt, duration=T, n_steps=N_STEPS, variance=S, mobility=MU)
     rates = plan(T, N_STEPS, variance=S, mobility=MU).lr
     seen = []
     for k in range(sched.n_updates):
@@ -210,12 +212,12 @@ def test_scheduler_gives_the_plan_to_your_optimizer():
     sd = copy.deepcopy(sched.state_dict())
     with pytest.raises(InputError, match="planned 22 updates"):
         sched.step()
-    sched2 = MinimalDissipationLR(torch.optim.SGD([w], lr=1.0), T, N_STEPS, variance=S, mobility=MU)
+    sched2 = MinimalDissipationLR(torch.optim.SGD([w], lr=1.0), duration=T, n_steps=N_STEPS, variance=S, mobility=MU)
     sched2.load_state_dict(sd)
     assert sched2.last_epoch == sched.n_updates
     # base lr multiplies the dimensionless alpha factors
     opt3 = torch.optim.SGD([w], lr=0.25)
-    MinimalDissipationLR(opt3, T, N_STEPS, tau=S / MU)
+    MinimalDissipationLR(opt3, duration=T, n_steps=N_STEPS, tau=S / MU)
     assert opt3.param_groups[0]["lr"] == 0.25 * plan(T, N_STEPS, tau=S / MU).lr[0]
 
 
@@ -262,3 +264,153 @@ def test_cuda_parameters_give_the_cpu_result():
         assert opt2.state[w2]["fisher"].device.type == device
         out[device] = w.detach().cpu()
     torch.testing.assert_close(out["cuda"], out["cpu"], rtol=1e-12, atol=1e-12)
+
+
+def test_fisher_optimizer_follows_trains_natural_gradient_path_on_the_trap():
+    """Expert mode: MinimalDissipation(fisher='full') fed train()'s chains gives train's theta path with
+    schedules.natural_gradient (the same preconditioners.Fisher, not a copy of it) to 1e-12."""
+    from mindiss.data import as_dataset
+    from mindiss.train import _seeds
+
+    energy = md.HarmonicTrap(variance=S)
+    data = md.data.Gaussian(mean=[1.7], variance=0.3)
+    n_steps, n_chains, seed = 20, 3000, 5
+    res = md.train(energy, data, schedule=md.schedules.natural_gradient(T, tau=S / MU, fisher="full", damping=0.0),
+                   theta0=[-0.4], mobility=MU, n_steps=n_steps, n_chains=n_chains, n_replicas=1, seed=seed)
+    ds = as_dataset(data, 1)
+    gen = torch.Generator().manual_seed(_seeds(seed, 1)[0][0])
+    theta = torch.tensor([-0.4], dtype=torch.float64)
+    x = energy.sample_equilibrium(theta, n_chains, gen=gen, dtype=torch.float32)
+    opt = MinimalDissipation([theta], duration=T, n_steps=n_steps, tau=S / MU, fisher="full", damping=0.0)
+    path = [theta.clone()]
+    for _ in range(opt.n_updates):
+        theta.grad = (energy.expected_grad_theta(ds.mean, ds.variance, theta)
+                      - energy.expected_grad_theta(x.mean(0, dtype=torch.float64), None, theta))
+        opt.step(per_chain_grads=energy.grad_theta(x, theta))
+        path.append(theta.clone())
+        if opt.last_move_time > 0:
+            x = md.ExactOU().step(energy, theta, x, dt=opt.last_move_time, mobility=MU, gen=gen)
+    ours = torch.stack(path).numpy()
+    np.testing.assert_allclose(ours, np.asarray(res.thetas).reshape(ours.shape), rtol=0, atol=1e-12)
+
+
+def test_practitioner_scheduler_two_lines_mean_lr_and_no_impulse():
+    w = torch.nn.Parameter(torch.zeros(3))
+    opt = torch.optim.SGD([w], lr=1e-3)
+    sched = MinimalDissipationLR(opt, total_updates=100)
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        w.grad = torch.ones(3)
+        opt.step()
+        sched.step()
+    assert abs(np.mean(lrs) - 1e-3) < 1e-12                 # the run's mean lr is the optimizer's lr
+    tau = 100.0                                              # no tracker, no tau: tau = T
+    raw = [1 / (100 - (k + 0.5) + 2 * tau) for k in range(100)]
+    np.testing.assert_allclose(lrs, 1e-3 * np.array(raw) / np.mean(raw), rtol=1e-12)
+    assert lrs[-1] / lrs[-2] < 1.01                          # no final impulse by default
+    adam = torch.optim.Adam([w], lr=1e-3)                    # step-normalised: constant without tau/tracker
+    sched = MinimalDissipationLR(adam, total_updates=100)
+    for _ in range(100):
+        assert adam.param_groups[0]["lr"] == pytest.approx(1e-3, rel=1e-15)
+        adam.step()
+        sched.step()
+    with_end = rate_factors(100, 5.0, final_impulse=True)
+    assert with_end[-1] > 10 * rate_factors(100, 5.0)[-1] / 2   # the option folds the impulse into the last lr
+
+
+def test_practitioner_scheduler_extends_and_round_trips():
+    def run(k_stop, extend_at=None):
+        w = torch.nn.Parameter(torch.zeros(2))
+        opt = torch.optim.SGD([w], lr=0.1)
+        sched = MinimalDissipationLR(opt, total_updates=50, tau=7.0)
+        out = []
+        for k in range(k_stop):
+            if k == extend_at:
+                sched.set_total_updates(80)
+            out.append(opt.param_groups[0]["lr"])
+            w.grad = torch.ones(2)
+            opt.step()
+            sched.step()
+        return out, opt, sched
+
+    lrs, _, _ = run(80, extend_at=30)
+    full = rate_factors(80, 7.0)
+    np.testing.assert_allclose(lrs[30:], 0.1 * np.array(full[30:]), rtol=1e-12)   # re-planned as if T = 80
+    np.testing.assert_allclose(lrs[:30], 0.1 * np.array(rate_factors(50, 7.0)[:30]), rtol=1e-12)
+    a, opt, sched = run(20)
+    sd = sched.state_dict()
+    w2 = torch.nn.Parameter(torch.zeros(2))
+    opt2 = torch.optim.SGD([w2], lr=0.1)
+    sched2 = MinimalDissipationLR(opt2, total_updates=50, tau=7.0)
+    sched2.load_state_dict(sd)
+    opt2.param_groups[0]["lr"] = sched2.get_last_lr()[0]
+    assert sched2.get_last_lr() == sched.get_last_lr() and sched2.last_epoch == 20
+    with pytest.raises(InputError, match="below"):
+        sched.set_total_updates(10)
+
+
+def test_practitioner_optimizer_matches_the_scheduler_with_sgd():
+    w1, w2 = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))
+    opt1 = MinimalDissipation([w1], total_updates=30, tau=4.0, lr=0.2)
+    sgd = torch.optim.SGD([w2], lr=0.2)
+    sched = MinimalDissipationLR(sgd, total_updates=30, tau=4.0)
+    for k in range(30):
+        g = torch.tensor([math.sin(k), math.cos(k)])
+        w1.grad, w2.grad = g.clone(), g.clone()
+        opt1.step()
+        sgd.step()
+        sched.step()
+    torch.testing.assert_close(w1.detach(), w2.detach(), rtol=1e-6, atol=1e-7)
+    with pytest.raises(InputError, match="not both"):
+        MinimalDissipation([w1], duration=1.0, n_steps=3, tau=1.0, total_updates=5)
+
+
+def test_practitioner_optimizer_param_groups_closure_and_extension():
+    a, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(1))
+    opt = MinimalDissipation([{"params": [a], "lr": 0.1}, {"params": [b], "lr": 0.02}], total_updates=10, tau=3.0)
+    f = rate_factors(20, 3.0)
+    calls = []
+    for k in range(20):
+        if k == 5:
+            opt.set_total_updates(20)           # extended before the 6th update: re-planned as if T = 20
+        def closure():
+            calls.append(k)
+            a.grad, b.grad = torch.ones(2), torch.ones(1)
+            return torch.tensor(float(k))
+        assert float(opt.step(closure)) == k
+    g = rate_factors(10, 3.0)
+    expect_a = -0.1 * (sum(g[:5]) + sum(f[5:]))
+    expect_b = -0.02 * (sum(g[:5]) + sum(f[5:]))
+    assert calls == list(range(20)) and opt.updates_done == 20
+    torch.testing.assert_close(a.detach(), torch.full((2,), expect_a), rtol=1e-6, atol=0)
+    torch.testing.assert_close(b.detach(), torch.full((1,), expect_b), rtol=1e-6, atol=0)
+    with pytest.raises(InputError, match="below"):
+        opt.set_total_updates(3)
+
+
+def test_constant_excess_power_mode_follows_the_measured_friction():
+    """adapt='power': f_k = c_hat_k^(-1/2) / mean_j<=k c_hat_j^(-1/2) (constant excess power f^2 c up to the
+    running normalisation that keeps the mean lr at the base lr), c_hat_k the mean of c_j = Var(w_j) / (2 f_j^2)
+    over the last 20 updates; recomputed here from the known friction sequence."""
+    from types import SimpleNamespace
+
+    from mindiss.optim import _Planner
+
+    ledger = SimpleNamespace(history=[])
+    tracker = SimpleNamespace(ledger=ledger, relaxation_time=lambda: math.nan)
+    planner = _Planner(200, None, tracker, False, False)
+    assert planner.adapt == "power"
+    friction = [1.0 if k < 100 else 4.0 for k in range(200)]
+    fs = []
+    for k in range(200):
+        f = planner.factor(k)
+        fs.append(f)
+        ledger.history.append((k + 1, 0.0, 2.0 * friction[k] * f * f, 0.0, 0.0, math.nan, 0))
+    assert fs[:20] == [1.0] * 20                                 # warm-up at the base lr
+    raw = [np.mean(friction[k - 20:k]) ** -0.5 for k in range(20, 200)]
+    expected = [min(max(r / np.mean(raw[: i + 1]), 1 / 3), 3) for i, r in enumerate(raw)]
+    np.testing.assert_allclose(fs[20:], expected, rtol=1e-12)
+    assert fs[199] < 0.7 * fs[99]                                # the lr drops where the friction rose
+    with pytest.raises(InputError, match="needs tracker"):
+        _Planner(10, None, None, False, False, adapt="power")

@@ -346,7 +346,7 @@ def _print_summary(res) -> None:
                                                     if not isinstance(v, (list, dict))))
     t.add_row("true loss change", f"{res.loss_true_change:.6g}")
     t.add_row("approx. (PCD) loss change", f"{res.loss_approx_change:.6g}")
-    t.add_row("bias = W_ex (Identity 1 residual)", f"{res.bias:.6g} ({res.identity1_residual:.1e})")
+    t.add_row("measured bias L - L_approx (|bias - W_ex|)", f"{res.bias:.6g} ({res.identity1_residual:.1e})")
     t.add_row("final loss", f"{res.final_loss:.6g}")
     pairs = list(zip(res.theta_final, res.theta_final_se))
     t.add_row("theta_final", ", ".join(pm(a, se) for a, se in pairs[:4 if len(pairs) > 8 else 8])
