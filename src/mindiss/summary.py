@@ -11,50 +11,27 @@ from . import backends as _backends
 from . import bounds as _bounds
 from .backends import DETERMINISTIC
 from .energies import HarmonicTrap
-from .errors import InputError
+from .ledger import delta_free_energy
 from .results import History, TrainResult
 
 
 def _estimate_free_energy(out: dict, run, method, sampler, mobility, dts, seed) -> None:
-    """Fill Delta F (and its error) by the chosen estimator where no exact value exists."""
-    out["delta_free_energy_se"] = 0.0
-    out["free_energy_method"] = "exact"
-    if math.isfinite(out["delta_free_energy"]):
-        return
-    if method == "exact":
-        out["free_energy_method"] = "none (no exact free energy for this energy; choose an estimator)"
-        return
-    from . import free_energy as _fe
-
-    energy, theta0, theta1 = run.energy, run.theta0.cpu(), run.theta.cpu()
-    try:
-        if method == "jarzynski":
-            st = run.state
-            est = _fe.jarzynski(st.work.cpu()) if st.particles else None
-        elif run.x0 is None:
-            est = None
-        else:
-            gen = torch.Generator().manual_seed((seed * 31 + 17) % (2**63))
-            dt = min(float(np.max(dts)) if len(dts) else 0.01, 0.01) or 0.01
-            x0 = run.x0.cpu()
-            if method == "ti":
-                thetas = torch.stack([theta0 + f * (theta1 - theta0) for f in np.linspace(0.0, 1.0, 9)])
-                est = _fe.thermodynamic_integration_sampled(energy, thetas, n_chains=x0.shape[0], n_steps=100,
-                                                            dt=dt, mobility=mobility, gen=gen, x0=x0)
-            else:
-                est = _fe.ais(energy, theta0, theta1, n_chains=x0.shape[0], n_intermediate=50, dt=dt,
-                              mobility=mobility, gen=gen, x0=x0)
-    except (InputError, NotImplementedError) as exc:
-        out["free_energy_method"] = f"none ({exc})"
-        return
-    if est is None:
-        out["free_energy_method"] = "none (no chain states to start an estimator from)"
-        return
-    out["delta_free_energy"] = est.delta_free_energy
-    out["delta_free_energy_se"] = est.standard_error
-    out["free_energy_method"] = est.method if method != "auto" else f"{est.method} (auto)"
-    if method == "jarzynski":
-        out["free_energy_method"] = "jarzynski (the run's own work; biased by feedback at finite N)"
+    """Fill Delta F (and its error) through the one Delta F dispatch (``ledger.delta_free_energy``);
+    the exact value, where one exists, is the backend's (closed form, quadrature or the grid)."""
+    st = run.state
+    gen = torch.Generator().manual_seed((seed * 31 + 17) % (2**63))
+    dt = min(float(np.max(dts)) if len(dts) else 0.01, 0.01) or 0.01
+    # an exact value, where the backend has one, beats any estimator the run asked for
+    exact_known = math.isfinite(out["delta_free_energy"])
+    est = delta_free_energy(run.energy, run.theta0.cpu(), run.theta.cpu(), method="exact" if exact_known else method,
+                            exact=out["delta_free_energy"], work=st.work.cpu() if st.particles else None,
+                            x0=None if run.x0 is None else run.x0.cpu(), gen=gen, dt=dt, mobility=mobility)
+    out["free_energy_method"] = est.method
+    if math.isfinite(est.delta_free_energy):
+        out["delta_free_energy"] = est.delta_free_energy
+        out["delta_free_energy_se"] = est.delta_free_energy_se
+    else:
+        out["delta_free_energy_se"] = 0.0
 
 
 def _finish(run, energy, keep: bool, keep_chains: bool) -> dict:
