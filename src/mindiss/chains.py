@@ -126,24 +126,35 @@ class ParticleChains(ChainBackend):
             return GradStats(mean, samples=energy.grad_theta(self.x[idx], theta).to(torch.float64))
         return GradStats(mean)
 
-    def apply_update(self, energy, theta_old, theta_new) -> None:
+    def apply_update(self, energy, theta_old, theta_new) -> torch.Tensor:
+        """Crooks step (a): W_i += E_{theta_new}(x_i) - E_{theta_old}(x_i) at frozen chains. Returns this
+        update's per-chain work (a buffer reused by the next call: copy it to keep it). ``WorkTracker``
+        books a user's loop through this same method."""
         if self._from_energy:   # W_i = E_new(x_i) - E_old(x_i), E_old being the stored energy_now
             e_new = energy.energy_and_grad_x(self.x, theta_new)
-            self.work.add_(torch.sub(e_new, self.energy_now, out=self._scratch))
+            w = torch.sub(e_new, self.energy_now, out=self._scratch)
+            self.work.add_(w)
             self.energy_now = e_new
-            return
+            return w
         if self._phi is not None:   # W_i = phi(x_i) . (theta_new - theta_old), exactly
             w = torch.mv(self._phi_nt, theta_new - theta_old, out=self._scratch)   # theta is float64
             self.work.add_(w)
             self.energy_now.add_(w)
-            return
+            return w
         w = (energy.delta_energy(self.x, theta_old, theta_new, out=self._scratch) if self._out
              else energy.delta_energy(self.x, theta_old, theta_new))
         self.work.add_(w)
         self.energy_now.add_(w)
+        return w
 
     def move(self, energy, theta, dt, mobility, sampler: Sampler, gen) -> None:
-        self.x = sampler.step(energy, theta, self.x, dt=dt, mobility=mobility, gen=gen)
+        """Crooks step (b): the sampler moves the chains at fixed theta; heat as in ``observe_move``."""
+        self.observe_move(energy, theta, sampler.step(energy, theta, self.x, dt=dt, mobility=mobility, gen=gen))
+
+    def observe_move(self, energy, theta, x_new: torch.Tensor) -> None:
+        """The chains are now ``x_new`` (moved at fixed theta): Q_i += E_theta(x_new,i) - E_theta(x_old,i).
+        ``WorkTracker`` books a user's own sampler's moves through this same method."""
+        self.x = x_new
         self._mean = None
         if self._phi is not None:
             self._phi_fn(self.x, out=self._phi)
@@ -167,6 +178,17 @@ class ParticleChains(ChainBackend):
         w, h = self._ledger.sum(1).tolist()
         n = self._ledger.shape[1]
         return w / n, h / n
+
+    def restart(self, energy, theta, x: torch.Tensor) -> None:
+        """New systems in every slot (a replay buffer relabelled the chains): states ``x`` at theta, their
+        energies recomputed; the ledger of the old systems is the caller's (``Ledger.reassign``)."""
+        self.x = x
+        self._mean = None
+        self.energy_now = energy.energy(x, theta).to(torch.float64)
+        if self._phi_fn is not None:
+            self._phi = self._phi_fn(x)
+            self._phi_nt = self._phi.t()
+        self._scratch = torch.empty_like(self.energy_now)
 
     def first_law_residual(self, energy, theta) -> float:
         """max_i |E_{theta}(x_i) - E_{theta_0}(x_i,0) - W_i - Q_i|, energies recomputed afresh."""

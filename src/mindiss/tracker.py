@@ -26,6 +26,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from .chains import ParticleChains
 from .energies import Energy
 from .errors import InputError, require_positive_int
 from .ledger import (FIXED_PATH, FREE_ENERGY_METHODS, FreeEnergyDifference, Ledger, WorkReport, combine,
@@ -98,6 +99,7 @@ class WorkTracker:
         self._params_old = None
         self._grad = None
         self._module_vec = None     # flattened parameters of an nn.Module energy, for AIS / BAR
+        self._chains = None         # a mindiss Energy's chains: ParticleChains books work and heat
         self.ledger: Ledger | None = None
         self.free_energy_start = None
         self.data_energy_start = None
@@ -136,7 +138,11 @@ class WorkTracker:
 
     def _start(self, theta) -> None:
         self.theta_start = self.theta = _snapshot(theta)
-        self.ledger = Ledger(self.energies(self.x, theta), n_blocks=self.n_blocks)
+        if self._mindiss:   # a mindiss Energy: work and heat by the chains' own code (as in train)
+            self._chains = ParticleChains(self.x, self.energy_fn, _theta64(theta, self.x))
+            self.ledger = Ledger(self._chains.energy_now.clone(), n_blocks=self.n_blocks)
+        else:
+            self.ledger = Ledger(self.energies(self.x, theta), n_blocks=self.n_blocks)
         if self.free_energy_fn is not None:
             self.free_energy_start = float(self.free_energy_fn(theta))
         if self.data is not None:
@@ -210,9 +216,9 @@ class WorkTracker:
         if self._mindiss:
             if theta is None:
                 raise InputError("a mindiss Energy needs theta: after_update(theta)")
-            with torch.no_grad():
-                w = self.energy_fn.delta_energy(self.x, self._theta_old, theta)
-            w = torch.as_tensor(w).to(F64).reshape(-1)
+            with torch.no_grad():   # ParticleChains.apply_update: the same code as train's update
+                w = self._chains.apply_update(self.energy_fn, _theta64(self._theta_old, self.x),
+                                              _theta64(theta, self.x))
         else:
             w = self.energies(self.x, theta) - self._energy_old
         g = self._grad if grad is None else torch.as_tensor(grad).detach().to(F64).reshape(-1)
@@ -275,7 +281,12 @@ class WorkTracker:
                              "during a parameter update")
         if not torch.is_tensor(x_new) or x_new.shape[0] != self.ledger.n_chains:
             raise InputError(f"chains must keep their number and identity ({self.ledger.n_chains} chains)")
-        q = self.ledger.record_heat(self.energies(x_new, self.theta))
+        if self._mindiss:   # ParticleChains.observe_move: the same heat code as train's move
+            with torch.no_grad():
+                self._chains.observe_move(self.energy_fn, _theta64(self.theta, x_new), x_new)
+            q = self.ledger.record_heat(self._chains.energy_now)
+        else:
+            q = self.ledger.record_heat(self.energies(x_new, self.theta))
         self.x = x_new
         return q
 
@@ -284,7 +295,12 @@ class WorkTracker:
         or a new system where ``source[j] < 0`` (a restarted chain leaves the ledger and a new one enters)."""
         if self.ledger is None:
             raise InputError("after_reassign before the tracker knows theta")
-        q = self.ledger.reassign(source, self.energies(chains_new, self.theta))
+        if self._mindiss:
+            with torch.no_grad():
+                self._chains.restart(self.energy_fn, _theta64(self.theta, chains_new), chains_new)
+            q = self.ledger.reassign(source, self._chains.energy_now)
+        else:
+            q = self.ledger.reassign(source, self.energies(chains_new, self.theta))
         self.x = chains_new
         return q
 
@@ -402,6 +418,7 @@ class WorkTracker:
     def state_dict(self) -> dict:
         sd = {k: _clone(getattr(self, k)) for k in self._STATE}
         sd["ledger"] = None if self.ledger is None else self.ledger.state_dict()
+        sd["chains"] = None if self._chains is None else self._chains.state_dict()
         return sd
 
     def load_state_dict(self, sd: dict) -> None:
@@ -411,6 +428,9 @@ class WorkTracker:
         if sd["ledger"] is not None:
             self.ledger = Ledger(sd["ledger"]["energy_start"])
             self.ledger.load_state_dict(sd["ledger"])
+        if self._mindiss and sd.get("chains") is not None:
+            self._chains = ParticleChains(self.x, self.energy_fn, _theta64(self.theta, self.x))
+            self._chains.load_state_dict(sd["chains"])
         self._theta_old = self._energy_old = self._params_old = self._grad = None
 
 
@@ -503,6 +523,11 @@ def _match_rows(rows: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         if hits:
             out[j] = hits.pop(0)
     return out
+
+
+def _theta64(theta, like: torch.Tensor) -> torch.Tensor:
+    """theta as the float64 vector a mindiss Energy takes, on the chains' device."""
+    return torch.as_tensor(theta, dtype=F64, device=like.device).reshape(-1)
 
 
 def _snapshot(theta):
