@@ -22,8 +22,8 @@ from .choose import ScheduleChoice, schedule_for
 from .common import PerUpdateDiagonal, UnreachableLossError, _layout, _unit_schedule
 from .discrete import _decay, discrete_harmonic, discrete_harmonic_excess_work
 from .gaussian import OptimalGaussianMatrix, _ou_inverse, gaussian_schedule
-from .models import _data_grad_fn, _GridModel, _MomentsModel, _true_loss
-from .numerical import Optimal1D, _end_point_guess, _interp_matrix, _mle, _softplus_inv, optimise_1d
+from .models import _GridModel, _MomentsModel, _true_loss
+from .numerical import Optimal1D, PerUpdateMatrix, _end_point_guess, _mle, optimise_1d
 from .pareto import (GaussianProblem, HarmonicProblem, ParetoFront, Problem1D, _vector, dissipation_ratio,
                      pareto_front)
 
@@ -31,10 +31,10 @@ __all__ = [
     "discrete_harmonic", "discrete_harmonic_excess_work",
     "UnreachableLossError", "PerUpdateDiagonal",
     "OptimalGaussianMatrix", "gaussian_schedule",
-    "Optimal1D", "optimise_1d",
+    "Optimal1D", "PerUpdateMatrix", "optimise_1d",
     "HarmonicProblem", "GaussianProblem", "Problem1D", "ParetoFront", "pareto_front", "dissipation_ratio",
     "ScheduleChoice", "schedule_for",
     # private helpers, still reachable as ``optimal._name`` (tests build schedules with ``_unit_schedule``)
-    "_decay", "_layout", "_unit_schedule", "_ou_inverse", "_GridModel", "_MomentsModel", "_data_grad_fn",
-    "_true_loss", "_softplus_inv", "_interp_matrix", "_mle", "_end_point_guess", "_vector",
+    "_decay", "_layout", "_unit_schedule", "_ou_inverse", "_GridModel", "_MomentsModel",
+    "_true_loss", "_mle", "_end_point_guess", "_vector",
 ]

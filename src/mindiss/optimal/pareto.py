@@ -156,7 +156,6 @@ class Problem1D:
     mobility: float = 1.0
     n_steps: int = 8
     grid: tuple | None = None
-    n_knots: int | None = None
     backend: str = "fokker_planck"
 
     def __post_init__(self):
@@ -166,7 +165,7 @@ class Problem1D:
 
     def optimise(self, target_loss=None, init=None, **kwargs) -> Optimal1D:
         return optimise_1d(self.energy, self.data, self.theta0, duration=self.duration, mobility=self.mobility,
-                           n_steps=self.n_steps, target_loss=target_loss, grid=self.grid, n_knots=self.n_knots,
+                           n_steps=self.n_steps, target_loss=target_loss, grid=self.grid,
                            backend=self.backend, init=init, **kwargs)
 
 
