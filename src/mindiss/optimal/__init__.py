@@ -6,12 +6,13 @@
 * ``gaussian``: ``gaussian_schedule``, the learnable-variance optimum (``bounds.gaussian``) realised as a
   schedule whose learning-rate matrix is built, update by update, from the chain statistics and the data
   moments (``OptimalGaussianMatrix``).
-* ``numerical`` (with its differentiable forward models in ``models``): ``optimise_1d``, a numerically
-  optimal schedule for a 1-D energy: per-parameter piecewise-linear rates and start impulses, the end
-  point chosen on the required final true loss, W_ex minimised by L-BFGS-B / SLSQP with gradients from
-  autograd through a torch Fokker-Planck propagation (the square-root-approximation generator of
-  ``fokker_planck``, exp(Q dt) by ``torch.linalg.matrix_exp``) or, for Gaussian energies, through the
-  exact moment recursion.
+* ``numerical`` (with its differentiable forward models in ``models``): ``optimise_1d``, the optimal
+  n-update schedule for a 1-D energy on its model: W_ex minimised over the theta path itself (every
+  schedule of the canonical layout, whatever its learning-rate matrices), the end point chosen on the
+  required final true loss, by L-BFGS-B / SLSQP and Newton steps with gradients from autograd through a
+  torch Fokker-Planck propagation (the library's one SQRA generator, ``fokker_planck.sqra_rates``, exp(Q dt)
+  by ``torch.linalg.matrix_exp``) or, for Gaussian energies, through the exact moment recursion; the signed
+  per-update learning-rate matrices that realise it (``PerUpdateMatrix``) are derived afterwards.
 * ``pareto``: ``pareto_front`` / ``dissipation_ratio``: least W_ex against final true loss (closed forms for
   the trap and the learnable-variance Gaussian, numerical for 1-D) and each schedule's W_ex relative to it.
 * ``choose``: ``schedule_for``, the best schedule the library can give for an energy and data, and which kind.

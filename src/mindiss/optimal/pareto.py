@@ -243,8 +243,10 @@ def pareto_front(problem, losses=None, *, n_steps: int | None = None, n_points: 
 
 
 def dissipation_ratio(point, front: ParetoFront) -> float:
-    """W_ex / W_ex*(L_T): a schedule's excess work over the front's at its own final true loss (>= 1;
-    inf for a schedule that dissipates while ending no better than it started).
+    """W_ex / W_ex*(L_T): a schedule's excess work over the front's at its own final true loss (inf for a
+    schedule that dissipates while ending no better than it started). >= 1 for every schedule of the front's
+    own setting (exact fronts: any schedule; ``numerical-1d``: any schedule of its layout on its model, to the
+    optimiser's tolerance, which the property tests check against every family the library builds).
 
     ``point``: a ``TrainResult`` (its ``final_loss`` and ``excess_work``) or a pair (final loss, W_ex).
     Near the least loss the front is steep (W* falls like sqrt(L - L_min)), so a final loss rounded by
