@@ -252,7 +252,7 @@ def plot(result: ExperimentResult):
     import matplotlib.pyplot as plt
 
     d = result.data
-    fig, axes = plt.subplots(1, 4, figsize=(19, 4.4))
+    fig, axes = plt.subplots(1, 4, figsize=(22, 4.6), gridspec_kw={"width_ratios": [1, 1, 1, 1.05]})
     ax = axes[0]
     rows = d["gaussian"]
     idx = np.arange(1, len(rows) + 1)
@@ -331,6 +331,6 @@ def plot(result: ExperimentResult):
     ax.set_xlabel("final true loss - least loss")
     ax.set_ylabel("excess work W_ex (kT)")
     ax.set_title("(d) Pareto front, harmonic trap")
-    ax.legend(fontsize=6, loc="lower left", ncol=2)
+    ax.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     return fig
