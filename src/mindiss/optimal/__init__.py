@@ -17,14 +17,14 @@
   the trap and the learnable-variance Gaussian, numerical for 1-D) and each schedule's W_ex relative to it.
 * ``choose``: ``schedule_for``, the best schedule the library can give for an energy and data, and which kind.
 * ``common``: ``UnreachableLossError`` and the canonical layout shared by the matrix-carried schedules
-  (``PerUpdateDiagonal``).
+  (``PerUpdateMatrix``, ``PerUpdateDiagonal``).
 """
 from .choose import ScheduleChoice, schedule_for
-from .common import PerUpdateDiagonal, UnreachableLossError, _layout, _unit_schedule
+from .common import PerUpdateDiagonal, PerUpdateMatrix, UnreachableLossError, _layout, _unit_schedule
 from .discrete import _decay, discrete_harmonic, discrete_harmonic_excess_work
 from .gaussian import OptimalGaussianMatrix, _ou_inverse, gaussian_schedule
 from .models import _GridModel, _MomentsModel, _true_loss
-from .numerical import Optimal1D, PerUpdateMatrix, _end_point_guess, _mle, optimise_1d
+from .numerical import Optimal1D, _end_point_guess, _mle, optimise_1d
 from .pareto import (GaussianProblem, HarmonicProblem, ParetoFront, Problem1D, _vector, dissipation_ratio,
                      pareto_front)
 

@@ -24,9 +24,8 @@ import numpy as np
 import torch
 
 from ..errors import DivergenceError, InputError, require_positive, require_positive_int
-from ..preconditioners import Preconditioner
 from ..schedules import Schedule
-from .common import UnreachableLossError, _layout, _unit_schedule
+from .common import PerUpdateMatrix, UnreachableLossError, _unit_schedule
 from .models import _GridModel, _MomentsModel, _true_loss
 
 
@@ -76,41 +75,6 @@ class Optimal1D:
         if self.grid is not None:
             out["chains"] = {"grid": self.grid}
         return out
-
-
-class PerUpdateMatrix(Preconditioner):
-    """P_k = R_k / lr_k: a prescribed integrated learning-rate matrix R_k (signed, any shape of matrix) for
-    every update of the canonical layout (``matrices`` (n + 2, P, P); lr_k = 1 for the impulses and dt
-    inside, as in ``_unit_schedule``)."""
-
-    name = "per-update-matrix"
-    needs = "none"
-
-    def __init__(self, matrices, duration: float):
-        self.table = np.asarray(matrices, float)
-        if self.table.ndim != 3 or self.table.shape[1] != self.table.shape[2]:
-            raise InputError(f"matrices must have shape (n + 2, P, P), got {self.table.shape}")
-        self.duration = float(duration)
-        self.k = 0
-        self.dt = None
-
-    def start(self, ctx) -> None:
-        _, self.dt = _layout(ctx, self.duration, self.table.shape[0] - 2)
-        if getattr(ctx.energy, "n_params", None) != self.table.shape[1]:
-            raise InputError(f"the matrices are for {self.table.shape[1]} parameters, the energy has "
-                             f"{ctx.energy.n_params}")
-
-    def apply(self, g):
-        if self.k >= self.table.shape[0]:
-            raise InputError(f"the run has more than the {self.table.shape[0]} updates of this matrix's schedule")
-        lr = 1.0 if self.k in (0, self.table.shape[0] - 1) else self.dt
-        r = torch.as_tensor(self.table[self.k] / lr, dtype=g.dtype, device=g.device)
-        self.k += 1
-        return r @ g
-
-    def report(self) -> dict:
-        diag = np.diagonal(self.table, axis1=1, axis2=2)
-        return {"name": self.name, "updates": self.k, "negative_rates": int(np.sum(diag < 0))}
 
 
 def _build_model(energy, data, mu, backend, grid, theta_start):
