@@ -88,8 +88,9 @@ def test_issue19_learnable_variance_case_reaches_the_20_update_optimum():
     a0, s0, xbar, vd, mu, T_, n = 0.3, 1.7, -1.1, 0.45, 0.8, 2.3, 20
     res = optimal.optimise_1d(md.Gaussian(1), md.data.Gaussian(xbar, vd), md.Gaussian.natural(a0, s0), duration=T_,
                               mobility=mu, n_steps=n, backend="moments")
-    ref = md.train(md.Gaussian(1), md.data.Gaussian(xbar, vd), schedule=optimal.gaussian_schedule(a0, s0, xbar, vd, mu, T_),
-                   theta0=md.Gaussian.natural(a0, s0), mobility=mu, n_steps=n, backend="moments").excess_work
+    ref = md.train(md.Gaussian(1), md.data.Gaussian(xbar, vd),
+                   schedule=optimal.gaussian_schedule(a0, s0, xbar, vd, mu, T_), theta0=md.Gaussian.natural(a0, s0),
+                   mobility=mu, n_steps=n, backend="moments").excess_work
     assert ref == pytest.approx(0.88927, abs=1e-5)
     assert res.converged and abs(res.excess_work / ref - 1) <= 1e-4 and res.excess_work <= ref * (1 + 1e-12)
     run = md.train(md.Gaussian(1), md.data.Gaussian(xbar, vd), **res.train_kwargs)

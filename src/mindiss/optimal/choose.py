@@ -24,7 +24,8 @@ class ScheduleChoice(NamedTuple):
     def reason(self) -> str:
         return {"exact-harmonic": "closed form: the Schmiedl-Seifert optimum (target-free rates)",
                 "exact-gaussian": "closed form: the learnable-variance optimum, built from the data moments",
-                "numerical-1d": "no closed form; numerically optimal over every theta path on the Fokker-Planck grid (optimise_1d)",
+                "numerical-1d": ("no closed form; numerically optimal over every theta path on the Fokker-Planck grid "
+                                 "(optimise_1d)"),
                 "natural-gradient": "no closed form and not 1-D: the linear-response design alpha(t) I^-1",
                 }[self.kind]
 

@@ -54,7 +54,8 @@ class PerUpdateMatrix(Preconditioner):
     def start(self, ctx) -> None:
         _, self.dt = _layout(ctx, self.duration, self.table.shape[0] - 2)
         if getattr(ctx.energy, "n_params", None) != self.table.shape[1]:
-            raise InputError(f"the rates are for {self.table.shape[1]} parameters, the energy has {ctx.energy.n_params}")
+            raise InputError(f"the rates are for {self.table.shape[1]} parameters, the energy has "
+                             f"{ctx.energy.n_params}")
 
     def apply(self, g):
         if self.k >= self.table.shape[0]:
