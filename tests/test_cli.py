@@ -1,5 +1,6 @@
 """The command line as a user runs it: figures, JSON keys, exit codes, nothing written on bad input."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -47,7 +48,7 @@ def test_bound_bad_input_exit_2(run_cli, flag, value, word):
 def test_schedule_csv_path_marks_jumps(run_cli, tmp_path):
     path = tmp_path / "sched.csv"
     code, _, _ = run_cli("schedule", "harmonic", "--variance", 1, "--mobility", 1, "--duration", 1,
-                         "--steps", 50, "--theta0", 0, "--target", 5, "--out", path)
+                         "--steps", 50, "--theta0", 0, "--target", 5, "--out", path, "--kind", "midpoint")
     assert code == 0
     rows = np.genfromtxt(path, delimiter=",", names=True)
     assert len(rows) == 50 + 3  # initial state + n + 2 updates
@@ -63,13 +64,98 @@ def test_schedule_csv_path_marks_jumps(run_cli, tmp_path):
 
 
 def test_schedule_json_matches_library(run_cli):
-    code, out, _ = run_cli("schedule", "harmonic", "--variance", 2, "--mobility", 0.5, "--duration", 3,
-                           "--steps", 7, "--format", "json")
+    for kind, disc in (("midpoint", md.schedules.optimal_harmonic(2, 0.5, 3).discretise(7)),
+                       ("exact", md.optimal.discrete_harmonic(7, variance=2, mobility=0.5, duration=3))):
+        code, out, _ = run_cli("schedule", "harmonic", "--variance", 2, "--mobility", 0.5, "--duration", 3,
+                               "--steps", 7, "--format", "json", "--kind", kind)
+        assert code == 0
+        rows = json.loads(out)["rows"]
+        assert [r["lr"] for r in rows] == pytest.approx(list(disc.lr), rel=1e-15)
+        assert [r["impulse"] for r in rows] == list(disc.is_impulse)
+
+
+def _excess_work_of_exported_path(rows, s, mu):
+    """A separate recursion (no library code): the chain mean of N -> infinity chains of variance s follows
+    m <- theta + (m - theta) exp(-mu dt / s) after each update; the work of an update at frozen chains is
+    k ((m - theta_new)^2 - (m - theta_old)^2) / 2; Delta F = 0 on the trap, so W_ex = W."""
+    theta, m, work = rows["theta"][0], rows["theta"][0], 0.0
+    for r in rows[1:]:
+        work += ((m - r["theta"]) ** 2 - (m - theta) ** 2) / (2 * s)
+        theta = r["theta"]
+        m = theta + (m - theta) * math.exp(-mu * r["dt"] / s)
+    return work
+
+
+def test_exact_export_lands_and_has_the_closed_form_excess_work(run_cli, tmp_path):
+    """Issue 19: the default export is the exact n-update optimum: lands to 1e-12 for random parameters, and the
+    excess work of its exported theta path (separate recursion) is k D^2 / (2 + 2 n tanh(mu T / (2 n s)))."""
+    rng = np.random.default_rng(19)
+    for i in range(6):
+        s, mu, T = rng.uniform(0.1, 3.0, 3)
+        n = int(rng.integers(1, 40))
+        a, b = rng.uniform(-5, 5, 2)
+        path = tmp_path / f"s{i}.csv"
+        code, _, err = run_cli("schedule", "harmonic", "--variance", repr(float(s)), "--mobility", repr(float(mu)), "--duration",
+                               repr(float(T)), "--steps", n, "--theta0", repr(float(a)), "--target", repr(float(b)),
+                               "--out", path)
+        assert code == 0, err
+        rows = np.genfromtxt(path, delimiter=",", names=True)
+        assert len(rows) == n + 3 and abs(rows["theta"][-1] - b) <= 1e-12 * max(1.0, abs(b))
+        closed = (b - a) ** 2 / s / (2 + 2 * n * math.tanh(mu * T / (2 * n * s)))
+        assert _excess_work_of_exported_path(rows, s, mu) == pytest.approx(closed, rel=1e-10)
+
+
+def test_midpoint_export_stops_short(run_cli):
+    """--kind midpoint keeps the discretised continuous optimum: 1.8 % short with 7 steps (issue 19's case)."""
+    code, out, _ = run_cli("schedule", "harmonic", "--variance", 0.37, "--mobility", 2.3, "--duration", 0.83,
+                           "--steps", 7, "--theta0", 0, "--target", 1, "--kind", "midpoint", "--format", "json")
     assert code == 0
-    rows = json.loads(out)["rows"]
-    disc = md.schedules.optimal_harmonic(2, 0.5, 3).discretise(7)
-    assert [r["lr"] for r in rows] == pytest.approx(list(disc.lr), rel=1e-15)
-    assert [r["impulse"] for r in rows] == list(disc.is_impulse)
+    assert json.loads(out)["rows"][-1]["theta"] == pytest.approx(0.98173, abs=1e-5)
+
+
+def test_gaussian_export_lands_on_the_data_moments(run_cli):
+    code, out, _ = run_cli("schedule", "gaussian", "--mean0", 0.3, "--variance0", 1.7, "--data-mean", -1.1,
+                           "--data-variance", 0.45, "--mobility", 0.8, "--duration", 2.3, "--steps", 20,
+                           "--format", "json")
+    assert code == 0
+    obj = json.loads(out)
+    last = obj["rows"][-1]
+    assert last["centre"] == pytest.approx(-1.1, abs=1e-12) and last["variance"] == pytest.approx(0.45, abs=1e-12)
+    bound = md.bounds.gaussian(0.3, 1.7, -1.1, 0.45, 0.8, 2.3)
+    # chain moments on the optimal path at every update time (the last interior row is at t = T)
+    path = bound.path(2.3)
+    assert obj["rows"][-2]["chain_mean"] == pytest.approx(float(path.chain_mean[0]), rel=1e-10)
+    assert obj["rows"][-2]["chain_variance"] == pytest.approx(float(path.chain_variance[0]), rel=1e-10)
+    assert obj["excess_work"] == pytest.approx(0.88927, abs=1e-5)
+
+
+def test_numerical_export(run_cli, tmp_path):
+    code, out, _ = run_cli("schedule", "numerical", "--energy", "harmonic", "--theta0", -0.4, "--data-mean", 1.7,
+                           "--data-variance", 1.0, "--mobility", 1.3, "--duration", 2.0, "--steps", 3,
+                           "--format", "json")
+    assert code == 0
+    obj = json.loads(out)
+    assert obj["excess_work"] == pytest.approx(2.1 ** 2 / (2 + 6 * math.tanh(1.3 * 2 / 6)), rel=1e-10)
+    assert obj["rows"][-1]["theta"] == pytest.approx([1.7], abs=1e-14)
+    samples = tmp_path / "x.txt"
+    samples.write_text("\n".join(str(v) for v in np.random.default_rng(0).normal(0.5, 0.7, 50)))
+    code, out, _ = run_cli("schedule", "numerical", "--energy", "double_well", "--theta0", "1,0", "--data", samples,
+                           "--duration", 1, "--steps", 2, "--grid", "-3,3,31")
+    assert code == 0 and out.count("\n") == 1 + 1 + (2 + 2)   # header, initial state, n + 2 updates
+
+
+@pytest.mark.parametrize("args,word", [
+    (["harmonic", "--variance", 1, "--mobility", 1, "--duration", 1, "--steps", 3, "--kind", "best"], "--kind"),
+    (["gaussian", "--mean0", 0, "--variance0", -1, "--data-mean", 0, "--data-variance", 1, "--mobility", 1,
+      "--duration", 1, "--steps", 3], "variance"),
+    (["numerical", "--energy", "mlp", "--theta0", 0, "--duration", 1, "--steps", 2], "--energy"),
+    (["numerical", "--energy", "double_well", "--theta0", "1,0", "--duration", 1, "--steps", 2], "--data"),
+    (["numerical", "--energy", "quartic", "--theta0", "1,1", "--data", "/nonexistent.npy", "--duration", 1,
+      "--steps", 2], "no such file"),
+])
+def test_schedule_bad_input(run_cli, args, word):
+    code, out, err = run_cli("schedule", *args)
+    assert code == 2 and word in err and out == ""
 
 
 def test_schedule_bad_steps(run_cli):

@@ -18,8 +18,9 @@ def _rows(result):
 def test_every_check_passes(result):
     n_sched = 3 + len(exp.BASELINES)
     assert len(result.data["runs"]) == n_sched
-    # per schedule: Identity 2, EP >= 0, one split reference (the optimum has two: KL_T and EP)
-    assert len(result.checks) == 3 * n_sched + 1
+    # per schedule: Identity 2, EP >= 0, EP against the NumPy reference loop, one split reference (the optimum
+    # has two: KL_T and EP)
+    assert len(result.checks) == 4 * n_sched + 1
     failed = result.failed_checks()
     assert not failed, failed
     assert {c.mode for c in result.checks} == {"abs", "ge", "rel"}

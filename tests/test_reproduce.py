@@ -36,6 +36,31 @@ def test_results_json_schema(quick_report):
     assert on_disk["summary"] == results["summary"]
 
 
+def test_checks_declare_their_kind_and_the_summary_counts_them(quick_report):
+    """Issue 19: every check has a kind, the summary counts them per section, and at least half of every section's
+    checks are independent references or physical laws (neural_recipes: its owner adds them; listed, not hidden)."""
+    out, results = quick_report
+    from mindiss.experiments.base import CHECK_KINDS
+
+    totals = dict.fromkeys(CHECK_KINDS, 0)
+    below = []
+    for name, e in results["experiments"].items():
+        kinds = [c["kind"] for c in e["checks"]]
+        assert set(kinds) <= set(CHECK_KINDS)
+        assert e["check_kinds"] == {k: kinds.count(k) for k in CHECK_KINDS}
+        for k in CHECK_KINDS:
+            totals[k] += e["check_kinds"][k]
+        share = (kinds.count("independent") + kinds.count("law")) / len(kinds)
+        assert e["external_share"] == pytest.approx(share)
+        if share < 0.5:
+            below.append(name)
+    assert results["summary"]["checks_by_kind"] == totals
+    assert results["summary"]["sections_below_external_target"] == below
+    assert set(below) <= {"neural_recipes"}, below
+    page = (out / "report.html").read_text()
+    assert "What the checks test" in page and "independent reference" in page
+
+
 def test_checks_shown_are_the_checks_computed(quick_report):
     """Each check's pass flag is recomputed from its numbers and criterion."""
     _, results = quick_report

@@ -7,6 +7,7 @@ Exit codes: 0 success, 2 bad input (nothing written), 3 a run diverged.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Optional
@@ -127,44 +128,16 @@ def bound_gaussian(
     _print_bound(out, "Learnable-variance Gaussian: minimal-dissipation learning (kT = 1)", as_json, "; ")
 
 
-@schedule_app.command("harmonic")
-def schedule_harmonic(
-    variance: float = typer.Option(..., help="trap variance s (> 0)"),
-    mobility: float = typer.Option(..., help="chain mobility mu (> 0)"),
-    duration: float = typer.Option(..., help="training duration T (> 0)"),
-    steps: int = typer.Option(..., max=MAX_SCHEDULE_STEPS, help="interior updates n (n + 2 updates with the impulses)"),
-    theta0: Optional[str] = typer.Option(None, help="initial centre: adds the theta(t) and chain-mean path"),
-    target: Optional[str] = typer.Option(None, help="data mean xbar (with --theta0)"),
-    fmt: str = typer.Option("csv", "--format", help="csv or json"),
-    out: Optional[Path] = typer.Option(None, "--out", help="write to this file (atomically) instead of stdout"),
-):
-    """The optimal schedule's discretised learning rates, one row per update.
+def _schedule_rows(disc) -> list[dict]:
+    """One row per update of a DiscreteSchedule: update, t (end of its move), lr, dt, impulse."""
+    return [{"update": k + 1, "t": float(disc.t[k] + disc.dt[k]), "lr": float(disc.lr[k]), "dt": float(disc.dt[k]),
+             "impulse": bool(disc.is_impulse[k])} for k in range(disc.n_updates)]
 
-    Columns: update, t, lr, dt, impulse. Update k sets theta at time t - dt with learning
-    rate lr, then the chains move for dt (0 for the impulses), so t is the time at the end of
-    the update's move. With --theta0/--target also theta (the value the update set, held during
-    its move) and chain_mean (the N -> infinity chain mean at t). Row 0 is the initial state, so
-    the jump at t = 0 is two rows at t = 0 and the final jump two rows at t = T.
-    """
-    from . import schedules
 
-    try:
-        if fmt not in ("csv", "json"):
-            raise InputError(f"--format must be csv or json, got {fmt!r}")
-        if (theta0 is None) != (target is None):
-            raise InputError("give both --theta0 and --target, or neither")
-        sched = schedules.optimal_harmonic(variance, mobility, duration)
-        disc = sched.discretise(steps)
-        rows = [{"update": k + 1, "t": float(disc.t[k] + disc.dt[k]), "lr": float(disc.lr[k]), "dt": float(disc.dt[k]),
-                 "impulse": bool(disc.is_impulse[k])} for k in range(disc.n_updates)]
-        if theta0 is not None:
-            rows = _with_path(rows, sched, variance, mobility, steps, _vector("theta0", theta0),
-                              _vector("target", target))
-    except InputError as exc:
-        _fail(exc, 2)
+def _write_schedule(rows: list[dict], header: dict, fmt: str, out: Optional[Path]) -> None:
+    """The rows as CSV (vectors joined by ';') or one JSON object, to ``out`` (atomically) or stdout."""
     if fmt == "json":
-        text = json.dumps({"schedule": "optimal_harmonic", "variance": variance, "mobility": mobility,
-                           "duration": duration, "steps": steps, "rows": rows}, indent=1) + "\n"
+        text = json.dumps({**header, "rows": rows}, indent=1) + "\n"
     else:
         cols = list(rows[0])
         lines = [",".join(cols)]
@@ -179,6 +152,64 @@ def schedule_harmonic(
         from .io import atomic_write_text
 
         atomic_write_text(out, text)
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in ("csv", "json"):
+        raise InputError(f"--format must be csv or json, got {fmt!r}")
+
+
+@schedule_app.command("harmonic")
+def schedule_harmonic(
+    variance: float = typer.Option(..., help="trap variance s (> 0)"),
+    mobility: float = typer.Option(..., help="chain mobility mu (> 0)"),
+    duration: float = typer.Option(..., help="training duration T (> 0)"),
+    steps: int = typer.Option(..., max=MAX_SCHEDULE_STEPS, help="interior updates n (n + 2 updates with the impulses)"),
+    theta0: Optional[str] = typer.Option(None, help="initial centre: adds the theta(t) and chain-mean path"),
+    target: Optional[str] = typer.Option(None, help="data mean xbar (with --theta0)"),
+    kind: str = typer.Option("exact", help="exact: the exactly optimal n-update schedule (lands on the target; "
+                             "W_ex = k D^2 / (2 + 2 n tanh(mu T / (2 n s)))); midpoint: the continuous optimum "
+                             "discretised by the midpoint rule (misses the target by O(1/n))"),
+    fmt: str = typer.Option("csv", "--format", help="csv or json"),
+    out: Optional[Path] = typer.Option(None, "--out", help="write to this file (atomically) instead of stdout"),
+):
+    """The optimal schedule's learning rates for n interior updates, one row per update.
+
+    --kind exact (default): the exactly optimal n-update schedule (optimal.discrete_harmonic; the
+    chains move by exact OU transitions between updates), which lands on every target from every
+    start. --kind midpoint: the continuous optimum eta*(t) discretised by the midpoint rule, which
+    stops short of the target by O(1/n).
+
+    Columns: update, t, lr, dt, impulse. Update k sets theta at time t - dt with learning
+    rate lr, then the chains move for dt (0 for the impulses), so t is the time at the end of
+    the update's move. With --theta0/--target also theta (the value the update set, held during
+    its move) and chain_mean (the N -> infinity chain mean at t). Row 0 is the initial state, so
+    the jump at t = 0 is two rows at t = 0 and the final jump two rows at t = T.
+    """
+    from . import optimal, schedules
+
+    try:
+        _check_format(fmt)
+        if kind not in ("exact", "midpoint"):
+            raise InputError(f"--kind must be exact or midpoint, got {kind!r}")
+        if (theta0 is None) != (target is None):
+            raise InputError("give both --theta0 and --target, or neither")
+        from .errors import require_positive_int
+
+        require_positive_int("n_steps", steps)
+        if kind == "exact":
+            disc = optimal.discrete_harmonic(steps, variance=variance, mobility=mobility, duration=duration)
+        else:
+            disc = schedules.optimal_harmonic(variance, mobility, duration).discretise(steps)
+        rows = _schedule_rows(disc)
+        if theta0 is not None:
+            rows = _with_path(rows, disc, variance, mobility, steps, _vector("theta0", theta0),
+                              _vector("target", target))
+    except InputError as exc:
+        _fail(exc, 2)
+    name = "discrete_harmonic" if kind == "exact" else "optimal_harmonic (midpoint)"
+    _write_schedule(rows, {"schedule": name, "kind": kind, "variance": variance, "mobility": mobility,
+                           "duration": duration, "steps": steps}, fmt, out)
 
 
 def _with_path(rows, sched, variance, mobility, steps, theta0, target):
@@ -197,6 +228,157 @@ def _with_path(rows, sched, variance, mobility, steps, theta0, target):
              "theta": pack(thetas[0]), "chain_mean": pack(means[0])}
     return [first] + [{**r, "theta": pack(thetas[i + 1]), "chain_mean": pack(means[i + 1])}
                       for i, r in enumerate(rows)]
+
+
+@schedule_app.command("gaussian")
+def schedule_gaussian(
+    mean0: float = typer.Option(..., help="initial centre a0"),
+    variance0: float = typer.Option(..., help="initial variance s0 (> 0)"),
+    data_mean: float = typer.Option(..., help="data mean xbar"),
+    data_variance: float = typer.Option(..., help="data variance v_d (> 0)"),
+    mobility: float = typer.Option(..., help="chain mobility mu (> 0)"),
+    duration: float = typer.Option(..., help="training duration T (> 0)"),
+    steps: int = typer.Option(..., max=MAX_SCHEDULE_STEPS, help="interior updates n (n + 2 updates with the impulses)"),
+    fmt: str = typer.Option("csv", "--format", help="csv or json"),
+    out: Optional[Path] = typer.Option(None, "--out", help="write to this file (atomically) instead of stdout"),
+):
+    """The learnable-variance optimum (centre and variance learned; theory.md section 6) as n updates.
+
+    The exact optimum's chain moments, hit at every update time by the parameters held during each
+    move (optimal.gaussian_schedule on the exact moments backend); lands on (xbar, v_d); its excess
+    work exceeds the continuous bound by O(1/n^2). Columns: update, t, dt, impulse, centre, variance
+    (the parameters the update set, held during its move), chain_mean, chain_variance (at t),
+    rate_centre, rate_variance (the per-mode rates alpha of P = J diag(alpha s, alpha 2 s^2) J^T).
+    Row 0 is the initial state.
+    """
+    from . import data, optimal, train
+    from .energies import Gaussian
+
+    try:
+        _check_format(fmt)
+        sched = optimal.gaussian_schedule(mean0, variance0, data_mean, data_variance, mobility, duration)
+        disc = sched.discretise(steps)
+        res = train(Gaussian(1), data.Gaussian(data_mean, data_variance), schedule=sched,
+                    theta0=Gaussian.natural(mean0, variance0), mobility=mobility, n_steps=steps, backend="moments")
+    except InputError as exc:
+        _fail(exc, 2)
+    except DivergenceError as exc:
+        _fail(exc, 3)
+    thetas, means = res.history.block("theta"), res.history.block("chain_mean")
+    rates = res.preconditioner
+    m, v = float(mean0), float(variance0)
+    rows = [{"update": 0, "t": 0.0, "dt": 0.0, "impulse": False, "centre": m, "variance": v, "chain_mean": m,
+             "chain_variance": v, "rate_centre": 0.0, "rate_variance": 0.0}]
+    for k, r in enumerate(_schedule_rows(disc)):
+        a, s = float(thetas[k + 1][0] / thetas[k + 1][1]), float(1.0 / thetas[k + 1][1])
+        if r["dt"] > 0:                        # the exact OU move of the chain variance at (a, s)
+            e2 = math.exp(-2.0 * mobility * r["dt"] / s)
+            v = s + (v - s) * e2
+        rows.append({"update": r["update"], "t": r["t"], "dt": r["dt"], "impulse": r["impulse"], "centre": a,
+                     "variance": s, "chain_mean": float(means[k + 1][0]), "chain_variance": v,
+                     "rate_centre": float(rates["rate_centre"][k][0]),
+                     "rate_variance": float(rates["rate_variance"][k][0])})
+    _write_schedule(rows, {"schedule": "gaussian_schedule", "mean0": mean0, "variance0": variance0,
+                           "data_mean": data_mean, "data_variance": data_variance, "mobility": mobility,
+                           "duration": duration, "steps": steps, "excess_work": res.excess_work}, fmt, out)
+
+
+_NUMERICAL_ENERGIES = ("harmonic", "gaussian", "double_well", "quartic")
+
+
+@schedule_app.command("numerical")
+def schedule_numerical(
+    energy: str = typer.Option(..., help="harmonic (variance 1), gaussian (centre and variance), double_well "
+                               "(a (x^2-1)^2 + b x) or quartic (k2 x^2/2 + k4 x^4/4)"),
+    theta0: str = typer.Option(..., help="initial parameters, comma-separated (gaussian: the mean and variance; exported as natural parameters (a/s, 1/s))"),
+    duration: float = typer.Option(..., help="training duration T (> 0)"),
+    steps: int = typer.Option(..., max=MAX_SCHEDULE_STEPS, help="interior updates n (n + 2 updates with the impulses)"),
+    mobility: float = typer.Option(1.0, help="chain mobility mu (> 0)"),
+    data_file: Optional[Path] = typer.Option(None, "--data", help="1-D data samples: .npy (no pickles) or text, "
+                                             "one number per line (double_well, quartic)"),
+    data_mean: Optional[float] = typer.Option(None, help="data mean (harmonic, gaussian)"),
+    data_variance: Optional[float] = typer.Option(None, help="data variance (harmonic, gaussian)"),
+    grid: Optional[str] = typer.Option(None, help="lo,hi,n_points of the Fokker-Planck grid (default: chosen)"),
+    fmt: str = typer.Option("csv", "--format", help="csv or json"),
+    out: Optional[Path] = typer.Option(None, "--out", help="write to this file (atomically) instead of stdout"),
+):
+    """The optimal n-update schedule of a 1-D energy on its model (optimal.optimise_1d), landing on the
+    maximum-likelihood parameters: W_ex minimised over the theta path (exact moments for harmonic and
+    gaussian, the Fokker-Planck grid otherwise), then realised as signed per-update learning rates.
+
+    Columns: update, t, dt, impulse, theta (the parameters the update set, held during its move; row 0
+    the initial ones), rate (the integrated per-parameter rate of the update, so theta_new = theta -
+    rate * g_hat on the model; empty where the update needs a full matrix).
+    """
+    import numpy as np
+
+    from . import data as _data
+    from . import optimal
+    from .energies import Gaussian, HarmonicTrap
+    from .expfamily import ExpFamily
+
+    try:
+        _check_format(fmt)
+        if energy not in _NUMERICAL_ENERGIES:
+            raise InputError(f"--energy must be one of {', '.join(_NUMERICAL_ENERGIES)}, got {energy!r}")
+        th0 = _vector("theta0", theta0)
+        gaussian = energy in ("harmonic", "gaussian")
+        if gaussian:
+            if data_mean is None or data_variance is None or data_file is not None:
+                raise InputError(f"--energy {energy} takes --data-mean and --data-variance (not --data)")
+            ds = _data.Gaussian(data_mean, data_variance)
+            if energy == "harmonic":
+                model, theta = HarmonicTrap(1.0), th0
+            else:
+                if len(th0) != 2:
+                    raise InputError(f"--theta0 for gaussian is the mean and variance, got {len(th0)} values")
+                model, theta = Gaussian(1), Gaussian.natural(th0[0], th0[1])
+            kwargs = {"backend": "moments"}
+        else:
+            if data_file is None or data_mean is not None or data_variance is not None:
+                raise InputError(f"--energy {energy} takes --data FILE (samples), not --data-mean/--data-variance")
+            ds = _load_samples(data_file)
+            model = ExpFamily.tilted_double_well() if energy == "double_well" else ExpFamily.quartic()
+            theta = th0
+            kwargs = {"backend": "fokker_planck"}
+            if grid is not None:
+                g = _vector("grid", grid)
+                if len(g) != 3:
+                    raise InputError(f"--grid must be lo,hi,n_points, got {grid!r}")
+                kwargs["grid"] = (g[0], g[1], int(g[2]))
+        res = optimal.optimise_1d(model, ds, theta, duration=duration, mobility=mobility, n_steps=steps, **kwargs)
+    except InputError as exc:
+        _fail(exc, 2)
+    except DivergenceError as exc:
+        _fail(exc, 3)
+    disc = res.schedule.discretise(steps)
+    path = res.theta_path
+    rows = [{"update": 0, "t": 0.0, "dt": 0.0, "impulse": False, "theta": [float(a) for a in path[0]], "rate": []}]
+    for k, r in enumerate(_schedule_rows(disc)):
+        diag = res.lr_diagonal[k]
+        rows.append({"update": r["update"], "t": r["t"], "dt": r["dt"], "impulse": r["impulse"],
+                     "theta": [float(a) for a in path[k + 1]],
+                     "rate": [] if np.any(np.isnan(diag)) else [float(a) for a in diag]})
+    _write_schedule(rows, {"schedule": "optimise_1d", "energy": energy, "duration": duration, "steps": steps,
+                           "mobility": mobility, "excess_work": res.excess_work, "converged": res.converged,
+                           "gradient_norm": res.gradient_norm, "final_loss": res.final_loss}, fmt, out)
+
+
+def _load_samples(path: Path):
+    """1-D samples from .npy (allow_pickle=False: nothing loaded can run code) or a text file."""
+    import numpy as np
+    import torch
+
+    if not path.is_file():
+        raise InputError(f"--data: no such file {str(path)!r}")
+    try:
+        arr = np.load(path, allow_pickle=False) if path.suffix == ".npy" else np.loadtxt(path, ndmin=1)
+    except (ValueError, OSError) as exc:
+        raise InputError(f"--data: cannot read {str(path)!r} as numbers ({exc})") from None
+    arr = np.asarray(arr, dtype=float).reshape(-1)
+    if arr.size < 2 or not np.all(np.isfinite(arr)):
+        raise InputError(f"--data: needs at least 2 finite samples, got {arr.size}")
+    return torch.as_tensor(arr, dtype=torch.float64).reshape(-1, 1)
 
 
 @app.command("train")

@@ -51,6 +51,26 @@ _CACHE_SIZE = 8
 _UNIFORMIZATION_MAX = 3000.0
 
 
+def sqra_rates(energy_on_grid, mobility: float, h: float):
+    """(up, down) = ((mu / h^2) exp(-(E_{i+1} - E_i) / 2), (mu / h^2) exp(+(E_{i+1} - E_i) / 2)): the SQRA rates
+    k_{i -> i+1}, k_{i+1 -> i} (length n - 1) for E on the grid; numpy arrays or torch tensors (autograd flows).
+
+    The one SQRA generator of the library: ``FokkerPlanck1D`` and the optimiser's differentiable grid model
+    (``optimal.models``) both build their generator from these rates."""
+    xp = torch if isinstance(energy_on_grid, torch.Tensor) else np
+    de = energy_on_grid[1:] - energy_on_grid[:-1]
+    c = mobility / h**2
+    return c * xp.exp(-0.5 * de), c * xp.exp(0.5 * de)
+
+
+def sqra_generator_dense(energy_on_grid: torch.Tensor, mobility: float, h: float) -> torch.Tensor:
+    """Q (dense torch, column convention d rho/dt = Q rho) from ``sqra_rates``: Q[i+1, i] = up_i,
+    Q[i, i+1] = down_i, each column summing to zero (mass conserved)."""
+    up, down = sqra_rates(energy_on_grid, mobility, h)
+    zero = up.new_zeros(1)
+    return torch.diag(up, -1) + torch.diag(down, 1) - torch.diag(torch.cat([up, zero]) + torch.cat([zero, down]))
+
+
 class FokkerPlanck1D(ChainBackend):
     """The chain density of a 1-D energy on a uniform grid, propagated exactly (N -> infinity).
 
@@ -242,9 +262,7 @@ class FokkerPlanck1D(ChainBackend):
         return self._rates(e, mobility)
 
     def _rates(self, e, mobility):
-        de = np.diff(e)
-        c = mobility / self.h**2
-        return c * np.exp(-0.5 * de), c * np.exp(0.5 * de)
+        return sqra_rates(e, mobility, self.h)
 
     def generator(self, energy, theta, mobility: float):
         """The SQRA generator Q (scipy sparse, column convention d rho/dt = Q rho)."""

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import __version__
 from .experiments import ORDER, available, get
+from .experiments.base import CHECK_KINDS, EXTERNAL_KINDS, count_kinds, external_share
 from .io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 #: JSON schema of results.json (draft 2020-12); documented in docs/results.md.
@@ -27,17 +28,21 @@ RESULTS_SCHEMA = {
         "quick": {"type": "boolean"},
         "summary": {
             "type": "object",
-            "required": ["ok", "n_experiments", "n_failed", "n_checks", "n_checks_failed", "seconds"],
+            "required": ["ok", "n_experiments", "n_failed", "n_checks", "n_checks_failed", "seconds",
+                         "checks_by_kind", "sections_below_external_target"],
             "properties": {"ok": {"type": "boolean"}, "n_experiments": {"type": "integer"},
                            "n_failed": {"type": "integer"}, "n_checks": {"type": "integer"},
-                           "n_checks_failed": {"type": "integer"}, "seconds": {"type": "number"}},
+                           "n_checks_failed": {"type": "integer"}, "seconds": {"type": "number"},
+                           "checks_by_kind": {"type": "object", "required": list(CHECK_KINDS),
+                                              "additionalProperties": {"type": "integer"}},
+                           "sections_below_external_target": {"type": "array", "items": {"type": "string"}}},
         },
         "experiments": {
             "type": "object",
             "additionalProperties": {
                 "type": "object",
                 "required": ["title", "claim", "status", "error", "command", "seconds", "numbers", "checks",
-                             "tables", "figures", "parameters", "notes"],
+                             "check_kinds", "external_share", "tables", "figures", "parameters", "notes"],
                 "properties": {
                     "title": {"type": "string"},
                     "claim": {"type": "string"},
@@ -49,16 +54,20 @@ RESULTS_SCHEMA = {
                     "parameters": {"type": "object"},
                     "notes": {"type": "array", "items": {"type": "string"}},
                     "figures": {"type": "array", "items": {"type": "string"}},
+                    "check_kinds": {"type": "object", "required": list(CHECK_KINDS),
+                                    "additionalProperties": {"type": "integer"}},
+                    "external_share": {"type": ["number", "null"]},
                     "checks": {"type": "array", "items": {
                         "type": "object",
-                        "required": ["name", "measured", "reference", "tolerance", "mode", "passed", "criterion"],
+                        "required": ["name", "measured", "reference", "tolerance", "mode", "passed", "criterion",
+                                     "kind"],
                         "properties": {"name": {"type": "string"}, "measured": {"type": ["number", "null"]},
                                        "reference": {"type": ["number", "null"]},
                                        "reference_name": {"type": "string"},
                                        "tolerance": {"type": "number"},
                                        "mode": {"enum": ["abs", "rel", "se", "ge", "le"]},
                                        "se": {"type": ["number", "null"]}, "passed": {"type": "boolean"},
-                                       "criterion": {"type": "string"}}}},
+                                       "criterion": {"type": "string"}, "kind": {"enum": list(CHECK_KINDS)}}}},
                     "tables": {"type": "array", "items": {
                         "type": "object", "required": ["name", "columns", "rows", "file"],
                         "properties": {"name": {"type": "string"}, "file": {"type": "string"},
@@ -69,6 +78,10 @@ RESULTS_SCHEMA = {
         },
     },
 }
+
+
+#: At least this share of a section's checks are independent references or physical laws (issue 19).
+EXTERNAL_TARGET = 0.5
 
 
 def command_for(name: str, quick: bool) -> str:
@@ -104,13 +117,17 @@ def run_experiment(name: str, out: Path, quick: bool, progress) -> dict:
     start = time.perf_counter()
     entry = {"title": mod.TITLE, "claim": mod.CLAIM, "caption": getattr(mod, "CAPTION", ""),
              "command": command_for(name, quick), "status": "error", "error": None, "numbers": {},
-             "checks": [], "tables": [], "figures": [], "parameters": {}, "notes": []}
+             "checks": [], "check_kinds": count_kinds(()), "external_share": None, "tables": [], "figures": [],
+             "parameters": {}, "notes": []}
     try:
         result = mod.run(quick=quick, progress=progress)
         entry["numbers"] = {k: (None if v is None else float(v)) for k, v in result.numbers.items()}
         entry["parameters"] = result.parameters
         entry["notes"] = list(result.notes)
         entry["checks"] = [c.to_dict() for c in result.checks]
+        entry["check_kinds"] = result.kind_counts()
+        share = external_share(entry["check_kinds"])
+        entry["external_share"] = None if share != share else share
         for table in result.tables:
             atomic_write_text(out / "tables" / f"{table.name}.csv", _table_csv(table))
             entry["tables"].append({**table.to_dict(), "file": f"tables/{table.name}.csv"})
@@ -172,7 +189,11 @@ def reproduce(out, names=None, quick: bool = False, show_progress: bool = False)
         "experiments": experiments,
         "summary": {"ok": n_failed == 0, "n_experiments": len(experiments), "n_failed": n_failed,
                     "n_checks": len(checks), "n_checks_failed": sum(not c["passed"] for c in checks),
-                    "seconds": time.perf_counter() - start},
+                    "seconds": time.perf_counter() - start,
+                    "checks_by_kind": count_kinds(c["kind"] for c in checks),
+                    "sections_below_external_target": [n for n, e in experiments.items()
+                                                       if e["external_share"] is not None
+                                                       and e["external_share"] < EXTERNAL_TARGET]},
     }
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "report.html", render_html(results))
@@ -227,9 +248,10 @@ def _checks_table(checks: list) -> str:
         se = f" &plusmn; {_fmt(c['se'])}" if c.get("se") is not None else ""
         rows.append(f"<tr><td>{html.escape(c['name'])}</td><td>{_fmt(c['measured'])}{se}</td>"
                     f"<td>{_fmt(c['reference'])}</td><td>{html.escape(c.get('reference_name', ''))}</td>"
-                    f"<td>{html.escape(c['criterion'])}</td><td>{badge}</td></tr>")
+                    f"<td>{html.escape(c['criterion'])}</td><td>{html.escape(c.get('kind') or '')}</td>"
+                    f"<td>{badge}</td></tr>")
     return ("<table><tr><th>check</th><th>measured</th><th>reference</th><th>reference is</th>"
-            "<th>tolerance</th><th>result</th></tr>" + "".join(rows) + "</table>")
+            "<th>tolerance</th><th>kind</th><th>result</th></tr>" + "".join(rows) + "</table>")
 
 
 def _data_tables(tables: list) -> str:
@@ -242,18 +264,56 @@ def _data_tables(tables: list) -> str:
     return "".join(parts)
 
 
+_KIND_LABEL = {"independent": "independent reference", "law": "physical law", "identity": "identity",
+               "consistency": "consistency", "tuner": "tuner"}
+
+
+def _kinds_line(counts: dict, share) -> str:
+    """'12 checks: 8 independent reference, 2 physical law, ... (83 % independent or physical law)'."""
+    total = sum(counts.values())
+    if not total:
+        return "no checks"
+    parts = ", ".join(f"{counts[k]} {_KIND_LABEL[k]}" for k in CHECK_KINDS if counts.get(k))
+    pct = "" if share is None else f" ({100 * share:.0f} % independent or physical law)"
+    return f"{total} checks: {parts}{pct}"
+
+
+def _kinds_table(results: dict) -> str:
+    """Checks by kind per section, with the share of independent references and physical laws."""
+    head = "".join(f"<th>{_KIND_LABEL[k]}</th>" for k in CHECK_KINDS)
+    rows = []
+    for name, e in results["experiments"].items():
+        counts, share = e.get("check_kinds", {}), e.get("external_share")
+        cells = "".join(f"<td>{counts.get(k, 0)}</td>" for k in CHECK_KINDS)
+        ok = share is not None and share >= EXTERNAL_TARGET
+        mark = ('<span class="badge pass">&ge; half</span>' if ok else
+                '<span class="badge warn">below half</span>' if share is not None else "")
+        pct = "n/a" if share is None else f"{100 * share:.0f} %"
+        rows.append(f'<tr><td><a href="#{name}">{html.escape(name)}</a></td>{cells}<td>{pct} {mark}</td></tr>')
+    tot = results["summary"].get("checks_by_kind", {})
+    total_cells = "".join(f"<td><b>{tot.get(k, 0)}</b></td>" for k in CHECK_KINDS)
+    share = external_share({k: tot.get(k, 0) for k in CHECK_KINDS}) if tot else None
+    pct = "n/a" if share is None or share != share else f"{100 * share:.0f} %"
+    legend = "".join(f"<li><b>{_KIND_LABEL[k]}</b>: {html.escape(v.split(': ', 1)[1])}</li>"
+                     for k, v in CHECK_KINDS.items())
+    return (f"<h2>What the checks test</h2><table><tr><th>section</th>{head}<th>independent + physical law</th></tr>"
+            + "".join(rows) + f"<tr><td><b>all</b></td>{total_cells}<td><b>{pct}</b></td></tr></table>"
+            f"<ul class='meta'>{legend}</ul>")
+
+
 def render_html(results: dict) -> str:
     s = results["summary"]
     status = ('<span class="badge pass">all checks pass</span>' if s["ok"]
               else f'<span class="badge fail">{s["n_failed"]} experiment(s) failed</span>')
     toc, sections = [], []
     for i, (name, e) in enumerate(results["experiments"].items(), 1):
-        badge = {"passed": '<span class="badge pass">agrees with theory</span>',
+        badge = {"passed": '<span class="badge pass">all checks pass</span>',
                  "check-failed": '<span class="badge fail">check failed</span>',
                  "error": '<span class="badge fail">error</span>'}[e["status"]]
         toc.append(f'<li><a href="#{name}">{html.escape(e["title"])}</a> {badge}</li>')
         body = [f'<h2 id="{name}">{i}. {html.escape(e["title"])} {badge}</h2>',
-                f'<p class="claim"><b>Claim.</b> {html.escape(e["claim"])}</p>']
+                f'<p class="claim"><b>Claim.</b> {html.escape(e["claim"])}</p>',
+                f'<p class="meta">{html.escape(_kinds_line(e.get("check_kinds", {}), e.get("external_share")))}</p>']
         if e["status"] == "error":
             body.append(f"<p><b>This experiment failed.</b></p><pre>{html.escape(e['error'] or '')}</pre>")
         png = [f for f in e["figures"] if f.endswith(".png")]
@@ -280,6 +340,7 @@ Conventions: kT = 1 (energies in kT; joules at 300 K where stated), Langevin
 dx = -mu grad E dt + sqrt(2 mu) dW, work done on the chains positive. Errors are standard errors over
 independent replicas. Numbers: <a href="results.json">results.json</a>; tables in <code>tables/</code>.</p>
 <ol>{"".join(toc)}</ol>
+{_kinds_table(results)}
 {"".join(sections)}
 </body></html>
 """

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import importlib
 
-from .base import Check, ExperimentResult, Table
+from .base import CHECK_KINDS, Check, ExperimentResult, Table
 
 ORDER = (
     "optimal_schedule",
@@ -42,4 +42,4 @@ def get(name: str):
     return importlib.import_module(f"{__name__}.{name}")
 
 
-__all__ = ["ORDER", "available", "get", "Check", "ExperimentResult", "Table"]
+__all__ = ["ORDER", "available", "get", "CHECK_KINDS", "Check", "ExperimentResult", "Table"]

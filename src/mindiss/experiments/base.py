@@ -12,12 +12,28 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 
+#: What a check tests (issue 19), in the order the report lists them.
+CHECK_KINDS = {
+    "independent": "independent reference: code or data from outside this library, or a separately derived "
+                   "formula implemented apart from the library code it checks (experiments/references.py "
+                   "imports nothing from mindiss)",
+    "law": "physical law: Jarzynski, Crooks, the second law, fluctuation-dissipation",
+    "identity": "identity: holds by construction of the ledger or the dynamics (a sanity check)",
+    "consistency": "consistency: two library code paths agree",
+    "tuner": "tuner: an optimiser or root finder of the library hit its own target",
+}
+#: The kinds that test the library against something outside it.
+EXTERNAL_KINDS = ("independent", "law")
+
+
 @dataclass(frozen=True)
 class Check:
-    """A measured number against its exact reference, with a stated tolerance.
+    """A measured number against its reference, with a stated tolerance and a declared kind.
 
     ``mode``: "abs" |m - r| <= tol; "rel" |m - r| <= tol |r|; "se" |m - r| <= tol * se
     (tol standard errors); "ge" m >= r - tol; "le" m <= r + tol.
+    ``kind``: what the reference is (``CHECK_KINDS``): "independent", "law", "identity", "consistency"
+    or "tuner"; required.
     """
 
     name: str
@@ -27,8 +43,12 @@ class Check:
     mode: str = "rel"
     se: float | None = None
     reference_name: str = ""
+    kind: str | None = None
 
     def __post_init__(self):
+        if self.kind not in CHECK_KINDS:
+            raise ValueError(f"check {self.name!r} must declare its kind, one of {', '.join(CHECK_KINDS)}; "
+                             f"got {self.kind!r}")
         if self.mode not in ("abs", "rel", "se", "ge", "le"):
             raise ValueError(f"unknown check mode {self.mode!r}")
         if self.mode == "se" and not (self.se is not None and self.se > 0):
@@ -40,6 +60,9 @@ class Check:
 
     @property
     def passed(self) -> bool:
+        return bool(self._passed())
+
+    def _passed(self):
         m, r, tol = self.measured, self.reference, self.tolerance
         if not (math.isfinite(m) and math.isfinite(r)):
             return False
@@ -62,7 +85,7 @@ class Check:
         return {"name": self.name, "measured": _num(self.measured), "reference": _num(self.reference),
                 "reference_name": self.reference_name, "tolerance": self.tolerance, "mode": self.mode,
                 "se": _num(self.se) if self.se is not None else None, "passed": self.passed,
-                "criterion": self.describe_tolerance()}
+                "criterion": self.describe_tolerance(), "kind": self.kind}
 
 
 @dataclass(frozen=True)
@@ -92,6 +115,10 @@ class ExperimentResult:
     def passed(self) -> bool:
         return all(c.passed for c in self.checks)
 
+    def kind_counts(self) -> dict:
+        """{kind: number of checks} over ``CHECK_KINDS`` (zeros included)."""
+        return count_kinds(c.kind for c in self.checks)
+
     def failed_checks(self) -> list:
         """(name, measured, reference, se) of every failing check."""
         return [(c.name, c.measured, c.reference, c.se) for c in self.checks if not c.passed]
@@ -101,6 +128,20 @@ class ExperimentResult:
         (table,) = [t for t in self.tables if t.name == name]
         rows = [dict(zip(table.columns, row)) for row in table.rows]
         return {r[key]: r for r in rows} if key is not None else rows
+
+
+def count_kinds(kinds) -> dict:
+    """{kind: count} over ``CHECK_KINDS``, zeros included."""
+    out = dict.fromkeys(CHECK_KINDS, 0)
+    for k in kinds:
+        out[k] += 1
+    return out
+
+
+def external_share(counts: dict) -> float:
+    """(independent + law) / all checks of a section; NaN without checks."""
+    total = sum(counts.values())
+    return sum(counts[k] for k in EXTERNAL_KINDS) / total if total else math.nan
 
 
 def _num(v):

@@ -313,13 +313,14 @@ def _result(moons, dig, cfg, quick) -> ExperimentResult:
         numbers[f"{name}_excess_work"], numbers[f"{name}_excess_work_se"] = f["excess_work_final"]
         if rs:
             checks.append(Check(f"moons: {name}: first law per chain (max over chains and seeds)",
-                                max(r["first_law"] for r in rs), 0.0, 1e-8, "abs", reference_name="Delta E = W + Q"))
+                                max(r["first_law"] for r in rs), 0.0, 1e-8, "abs", reference_name="Delta E = W + Q",
+                                kind="identity"))
             checks.append(Check(f"moons: {name}: grid quadrature converged (max |lnZ_h - lnZ_2h| over the runs)",
                                 max(r["grid_error"] for r in rs), 0.0, GRID_TOL, "le",
-                                reference_name="trapezoid at h and 2h"))
+                                reference_name="trapezoid at h and 2h", kind="consistency"))
             checks.append(Check(f"moons: {name}: grid box holds the density (max mass in the outer 5 % band)",
                                 max(r["grid_boundary_mass"] for r in rs), 0.0, GRID_TOL, "le",
-                                reference_name="no truncation"))
+                                reference_name="no truncation", kind="consistency"))
     ok = {n: s for n, s in summary.items() if math.isfinite(s["nll_final"][0])}
     winners = {}
     if ok:
@@ -409,9 +410,9 @@ def _result(moons, dig, cfg, quick) -> ExperimentResult:
         numbers[f"digits_{name}_heldout_nll_ais_se"] = by_ais.nll_se
         checks.append(Check(f"digits: {name}: AIS ln Z vs exact enumeration of 2^{RBM_HIDDEN} hidden states",
                             ais.log_partition, ex.log_partition, 4.0, "se", se=max(ais.log_partition_se, 1e-12),
-                            reference_name="exact enumeration"))
+                            reference_name="exact enumeration", kind="independent"))
         checks.append(Check(f"digits: {name}: first law per chain", r["first_law"], 0.0, 1e-8, "abs",
-                            reference_name="Delta E = W + Q"))
+                            reference_name="Delta E = W + Q", kind="identity"))
     notes.append(f"Digits: held-out NLL in nats per image in the standardised space (initial {dig['nll_initial']:.2f}; "
                  f"add {dig['digits'].log_jacobian:.2f} for the (v + u)/17 pixel space). RBM scales fixed, not tuned: "
                  + ", ".join(f"{n} {s}" for n, s in RBM_RECIPES.items()) + ".")

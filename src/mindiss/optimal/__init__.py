@@ -6,24 +6,25 @@
 * ``gaussian``: ``gaussian_schedule``, the learnable-variance optimum (``bounds.gaussian``) realised as a
   schedule whose learning-rate matrix is built, update by update, from the chain statistics and the data
   moments (``OptimalGaussianMatrix``).
-* ``numerical`` (with its differentiable forward models in ``models``): ``optimise_1d``, a numerically
-  optimal schedule for a 1-D energy: per-parameter piecewise-linear rates and start impulses, the end
-  point chosen on the required final true loss, W_ex minimised by L-BFGS-B / SLSQP with gradients from
-  autograd through a torch Fokker-Planck propagation (the square-root-approximation generator of
-  ``fokker_planck``, exp(Q dt) by ``torch.linalg.matrix_exp``) or, for Gaussian energies, through the
-  exact moment recursion.
+* ``numerical`` (with its differentiable forward models in ``models``): ``optimise_1d``, the optimal
+  n-update schedule for a 1-D energy on its model: W_ex minimised over the theta path itself (every
+  schedule of the canonical layout, whatever its learning-rate matrices), the end point chosen on the
+  required final true loss, by L-BFGS-B / SLSQP and Newton steps with gradients from autograd through a
+  torch Fokker-Planck propagation (the library's one SQRA generator, ``fokker_planck.sqra_rates``, exp(Q dt)
+  by ``torch.linalg.matrix_exp``) or, for Gaussian energies, through the exact moment recursion; the signed
+  per-update learning-rate matrices that realise it (``PerUpdateMatrix``) are derived afterwards.
 * ``pareto``: ``pareto_front`` / ``dissipation_ratio``: least W_ex against final true loss (closed forms for
   the trap and the learnable-variance Gaussian, numerical for 1-D) and each schedule's W_ex relative to it.
 * ``choose``: ``schedule_for``, the best schedule the library can give for an energy and data, and which kind.
 * ``common``: ``UnreachableLossError`` and the canonical layout shared by the matrix-carried schedules
-  (``PerUpdateDiagonal``).
+  (``PerUpdateMatrix``, ``PerUpdateDiagonal``).
 """
 from .choose import ScheduleChoice, schedule_for
-from .common import PerUpdateDiagonal, UnreachableLossError, _layout, _unit_schedule
+from .common import PerUpdateDiagonal, PerUpdateMatrix, UnreachableLossError, _layout, _unit_schedule
 from .discrete import _decay, discrete_harmonic, discrete_harmonic_excess_work
 from .gaussian import OptimalGaussianMatrix, _ou_inverse, gaussian_schedule
-from .models import _data_grad_fn, _GridModel, _MomentsModel, _true_loss
-from .numerical import Optimal1D, _end_point_guess, _interp_matrix, _mle, _softplus_inv, optimise_1d
+from .models import _GridModel, _MomentsModel, _true_loss
+from .numerical import Optimal1D, _end_point_guess, _mle, optimise_1d
 from .pareto import (GaussianProblem, HarmonicProblem, ParetoFront, Problem1D, _vector, dissipation_ratio,
                      pareto_front)
 
@@ -31,10 +32,10 @@ __all__ = [
     "discrete_harmonic", "discrete_harmonic_excess_work",
     "UnreachableLossError", "PerUpdateDiagonal",
     "OptimalGaussianMatrix", "gaussian_schedule",
-    "Optimal1D", "optimise_1d",
+    "Optimal1D", "PerUpdateMatrix", "optimise_1d",
     "HarmonicProblem", "GaussianProblem", "Problem1D", "ParetoFront", "pareto_front", "dissipation_ratio",
     "ScheduleChoice", "schedule_for",
     # private helpers, still reachable as ``optimal._name`` (tests build schedules with ``_unit_schedule``)
-    "_decay", "_layout", "_unit_schedule", "_ou_inverse", "_GridModel", "_MomentsModel", "_data_grad_fn",
-    "_true_loss", "_softplus_inv", "_interp_matrix", "_mle", "_end_point_guess", "_vector",
+    "_decay", "_layout", "_unit_schedule", "_ou_inverse", "_GridModel", "_MomentsModel",
+    "_true_loss", "_mle", "_end_point_guess", "_vector",
 ]

@@ -24,7 +24,8 @@ class ScheduleChoice(NamedTuple):
     def reason(self) -> str:
         return {"exact-harmonic": "closed form: the Schmiedl-Seifert optimum (target-free rates)",
                 "exact-gaussian": "closed form: the learnable-variance optimum, built from the data moments",
-                "numerical-1d": "no closed form; numerically optimal on the Fokker-Planck grid (optimise_1d)",
+                "numerical-1d": ("no closed form; numerically optimal over every theta path on the Fokker-Planck grid "
+                                 "(optimise_1d)"),
                 "natural-gradient": "no closed form and not 1-D: the linear-response design alpha(t) I^-1",
                 }[self.kind]
 
@@ -33,8 +34,8 @@ def schedule_for(energy, data, *, theta0, duration: float, mobility: float = 1.0
                  **options) -> ScheduleChoice:
     """The least-dissipation schedule mindiss can give for ``energy`` learnt from ``data`` in time T:
     the exact optimum where a closed form exists (harmonic trap; learnable-variance Gaussian), else the
-    numerical optimum for a 1-D energy (``optimise_1d``, needs ``n_steps``; ``options`` go to it), else the
-    natural-gradient design (``options``: ``fisher``, ``tau``). Returns (schedule, kind)."""
+    optimum over every n-update theta path for a 1-D energy (``optimise_1d``, needs ``n_steps``; ``options``
+    go to it), else the natural-gradient design (``options``: ``fisher``, ``tau``). Returns (schedule, kind)."""
     from ..data import as_dataset
     from ..energies import Gaussian, HarmonicTrap
     from ..schedules import natural_gradient, optimal_harmonic
@@ -54,7 +55,7 @@ def schedule_for(energy, data, *, theta0, duration: float, mobility: float = 1.0
                               "exact-gaussian")
     if getattr(energy, "dim", None) == 1:
         if n_steps is None:
-            raise InputError("a numerically optimal 1-D schedule is built for a given number of updates: pass n_steps")
+            raise InputError("the optimal 1-D schedule is built for a given number of updates: pass n_steps")
         res = optimise_1d(energy, data, theta0, duration=T, mobility=mu, n_steps=n_steps, **options)
         return ScheduleChoice(res.schedule, "numerical-1d")
     return ScheduleChoice(natural_gradient(T, tau=options.get("tau", "auto"), fisher=options.get("fisher", "full")),

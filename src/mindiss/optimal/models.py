@@ -1,7 +1,8 @@
 """Differentiable forward models of the canonical update loop for ``optimise_1d`` (float64 torch; autograd
-gives the gradient with respect to the schedule): the chain density on a grid moved by exp(Q dt) of the
-square-root-approximation generator of ``fokker_planck`` (``_GridModel``), or the exact moment recursion
-of Gaussian chains (``_MomentsModel``); and the true loss L(theta) on either."""
+gives the gradient with respect to the theta path): the chain density on a grid moved by exp(Q dt) of the
+library's one SQRA generator (``fokker_planck.sqra_generator_dense``; ``_GridModel``), or the exact moment
+recursion of Gaussian chains (``_MomentsModel``); the data term of g_hat is the library's one
+(``backends.data_mean_grad_theta``); and the true loss L(theta) on either."""
 from __future__ import annotations
 
 import math
@@ -9,14 +10,9 @@ import math
 import torch
 
 
-# ================================================================ numerically optimal 1-D schedules
-#
-# Differentiable forward models of the canonical update loop (float64 torch; autograd gives the
-# gradient with respect to the schedule). Each holds the chain state as a tuple of tensors.
-
 class _GridModel:
     """The chain density on a uniform grid (reflecting ends), moved by exp(Q dt) with the SQRA
-    generator of ``fokker_planck.FokkerPlanck1D``: rates (mu / h^2) exp(-/+ (E_{i+1} - E_i) / 2).
+    generator of ``fokker_planck`` (the same rates as ``FokkerPlanck1D``).
     ``params(theta)`` is E_theta on the grid; ``state`` the masses rho."""
 
     def __init__(self, energy, data, mobility, grid):
@@ -24,7 +20,6 @@ class _GridModel:
         self.h = (hi - lo) / (n - 1)
         self.x = torch.linspace(lo, hi, n, dtype=torch.float64).reshape(-1, 1)
         self.energy, self.data, self.mobility = energy, data, mobility
-        self._data_grad = _data_grad_fn(energy, data)
 
     def params(self, theta):
         return self.energy.energy(self.x, theta).reshape(-1)
@@ -34,18 +29,16 @@ class _GridModel:
 
     def grad(self, theta, p, rho):
         """g_hat = E_data[d_theta E] - E_rho[d_theta E]."""
-        return self._data_grad(theta) - rho @ self.energy.grad_theta(self.x, theta).reshape(self.x.shape[0], -1)
+        return _data_term(self.energy, self.data, theta) - rho @ self.energy.grad_theta(self.x, theta).reshape(
+            self.x.shape[0], -1)
 
     def work(self, p_old, p_new, rho):
         return rho @ (p_new - p_old)
 
     def move(self, p, rho, dt):
-        de = p[1:] - p[:-1]
-        c = self.mobility / self.h**2
-        up, down = c * torch.exp(-0.5 * de), c * torch.exp(0.5 * de)
-        zero = p.new_zeros(1)
-        q = torch.diag(up, -1) + torch.diag(down, 1) - torch.diag(torch.cat([up, zero]) + torch.cat([zero, down]))
-        return torch.linalg.matrix_exp(q * dt) @ rho
+        from ..fokker_planck import sqra_generator_dense
+
+        return torch.linalg.matrix_exp(sqra_generator_dense(p, self.mobility, self.h) * dt) @ rho
 
     def valid(self, theta, p):
         return bool(torch.isfinite(p).all()) and not self.energy.check_theta(theta.detach())
@@ -66,7 +59,6 @@ class _MomentsModel:
 
     def __init__(self, energy, data, mobility):
         self.energy, self.data, self.mobility = energy, data, mobility
-        self._data_grad = _data_grad_fn(energy, data)
 
     def params(self, theta):
         return self.energy.gaussian_params(theta)
@@ -76,7 +68,7 @@ class _MomentsModel:
         return (c.clone(), v.clone())
 
     def grad(self, theta, p, state):
-        return self._data_grad(theta) - self.energy.expected_grad_theta(state[0], state[1], theta)
+        return _data_term(self.energy, self.data, theta) - self.energy.expected_grad_theta(state[0], state[1], theta)
 
     def work(self, p_old, p_new, state):
         (c0, s0), (c1, s1), (m, v) = p_old, p_new, state
@@ -88,7 +80,7 @@ class _MomentsModel:
         return (c + (state[0] - c) * e, s + (state[1] - s) * e * e)
 
     def valid(self, theta, p):
-        return bool((p[1] > 0).all())
+        return bool(torch.isfinite(p[0]).all() and torch.isfinite(p[1]).all() and (p[1] > 0).all())
 
     def free_energy(self, p):
         return -0.5 * torch.log(2.0 * math.pi * p[1]).sum()
@@ -98,18 +90,15 @@ class _MomentsModel:
         return torch.diagonal(self.energy.fisher(theta.detach())), float(s.mean())
 
 
-def _data_grad_fn(energy, data):
-    """theta -> E_data[d_theta E] (a constant, computed once, where d_theta E does not depend on theta)."""
-    if energy.capabilities.quadratic:
-        return lambda th: energy.expected_grad_theta(data.mean, data.variance, th)
-    if energy.capabilities.features:
-        const = energy.grad_theta(data.samples, torch.zeros(energy.n_params, dtype=torch.float64)).mean(0)
-        return lambda th: const
-    return lambda th: energy.grad_theta(data.samples, th).mean(0)
+def _data_term(energy, data, theta):
+    """E_data[d_theta E]: the library's one data term (``backends.data_mean_grad_theta``)."""
+    from ..backends import data_mean_grad_theta
+
+    return data_mean_grad_theta(energy, data, theta).to(torch.float64)
 
 
 def _true_loss(model, theta):
-    """L(theta) = E_data[E_theta] - F(theta) (the grid's F on the Fokker-Planck model)."""
+    """L(theta) = E_data[E_theta] - F(theta) (the grid's F on the Fokker-Planck model), differentiable."""
     energy, data = model.energy, model.data
     if energy.capabilities.quadratic:
         c, s = energy.gaussian_params(theta)
@@ -117,4 +106,3 @@ def _true_loss(model, theta):
     else:
         data_term = energy.energy(data.samples, theta).mean()
     return data_term - model.free_energy(model.params(theta))
-

@@ -156,7 +156,6 @@ class Problem1D:
     mobility: float = 1.0
     n_steps: int = 8
     grid: tuple | None = None
-    n_knots: int | None = None
     backend: str = "fokker_planck"
 
     def __post_init__(self):
@@ -166,7 +165,7 @@ class Problem1D:
 
     def optimise(self, target_loss=None, init=None, **kwargs) -> Optimal1D:
         return optimise_1d(self.energy, self.data, self.theta0, duration=self.duration, mobility=self.mobility,
-                           n_steps=self.n_steps, target_loss=target_loss, grid=self.grid, n_knots=self.n_knots,
+                           n_steps=self.n_steps, target_loss=target_loss, grid=self.grid,
                            backend=self.backend, init=init, **kwargs)
 
 
@@ -244,8 +243,10 @@ def pareto_front(problem, losses=None, *, n_steps: int | None = None, n_points: 
 
 
 def dissipation_ratio(point, front: ParetoFront) -> float:
-    """W_ex / W_ex*(L_T): a schedule's excess work over the front's at its own final true loss (>= 1;
-    inf for a schedule that dissipates while ending no better than it started).
+    """W_ex / W_ex*(L_T): a schedule's excess work over the front's at its own final true loss (inf for a
+    schedule that dissipates while ending no better than it started). >= 1 for every schedule of the front's
+    own setting (exact fronts: any schedule; ``numerical-1d``: any schedule of its layout on its model, to the
+    optimiser's tolerance, which the property tests check against every family the library builds).
 
     ``point``: a ``TrainResult`` (its ``final_loss`` and ``excess_work``) or a pair (final loss, W_ex).
     Near the least loss the front is steep (W* falls like sqrt(L - L_min)), so a final loss rounded by
