@@ -17,6 +17,7 @@ import torch
 
 from .energies import Energy
 from .errors import InputError
+from .pairings import backend_problem
 from .moments import ou_moments
 from .samplers import EulerMaruyama, ExactOU, Sampler
 
@@ -230,8 +231,10 @@ class GaussianMoments(ChainBackend):
     n_chains = math.inf
 
     def __init__(self, mean, var, energy: Energy, theta):
-        if not energy.capabilities.quadratic:
-            raise InputError(f"backend 'moments' needs a quadratic energy, not {type(energy).__name__}")
+        problem = backend_problem("moments", quadratic=energy.capabilities.quadratic, dim=energy.dim,
+                                  energy_name=type(energy).__name__)
+        if problem:
+            raise InputError(problem)
         self.mean = torch.as_tensor(mean, dtype=torch.float64, device=theta.device).reshape(energy.dim).clone()
         self.var = torch.as_tensor(var, dtype=torch.float64, device=theta.device).reshape(energy.dim).clone()
         if not bool((self.var > 0).all()):

@@ -26,6 +26,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Fiel
 
 from .config_neural import GRID_N, build_neural, neural_fisher
 from .errors import InputError
+from .pairings import backend_problem
 
 #: a config file larger than this is refused before it is read (a real config is a few kB)
 MAX_CONFIG_BYTES = 1 << 20
@@ -556,9 +557,10 @@ def _cross_rules(out: dict, given: dict, problems: _Problems) -> None:
         cross(["schedule.final_error", "energy.kind"], "schedule.final_error needs energy.kind = 'harmonic'")
     if d["kind"] == "model" and not family:
         cross(["data.kind", "energy.kind"], "data.kind = 'model' needs a 1-D family energy (double_well or quartic)")
-    if dyn["backend"] == "moments" and (family or neural):
-        cross(["dynamics.backend", "energy.kind"],
-              f"dynamics.backend = 'moments' needs a quadratic energy, not '{kind}'")
+    problem = backend_problem(dyn["backend"], quadratic=not (family or neural), dim=e.get("dim") or 1,
+                              energy_name=f"'{kind}'")   # the library's one statement of the backend rules
+    if problem and dyn["backend"] == "moments":
+        cross(["dynamics.backend", "energy.kind"], f"dynamics.{problem}")
     for table, name in (("energy", "theta0"), ("energy", "mean0"), ("energy", "variance0"), ("data", "mean"),
                         ("data", "variance")):
         v = out[table].get(name)

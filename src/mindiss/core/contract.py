@@ -28,6 +28,7 @@ import torch
 
 from .. import distributed as _dist
 from ..backends import BACKENDS, DETERMINISTIC
+from ..pairings import backend_problem
 from ..data import Dataset, as_dataset
 from ..errors import InputError, require_positive, require_positive_int
 from ..preconditioners import make_preconditioner
@@ -244,17 +245,10 @@ def check_contract(energy, data, schedule, theta0, dynamics: Dynamics, ensemble:
     sampler = make_sampler(dyn.sampler)
     if backend != "fokker_planck":   # the grid backend moves the density exactly for any energy
         sampler.check(energy)
-    if backend == "moments":
-        if not caps.quadratic:
-            raise InputError(f"backend 'moments' needs a quadratic energy, not {type(energy).__name__}")
-        if sampler.name not in ("exact", "euler"):
-            raise InputError(f"backend 'moments' supports samplers 'exact' and 'euler', not {sampler.name!r}")
-    if backend == "fokker_planck":
-        if energy.dim != 1:
-            raise InputError(f"backend 'fokker_planck' needs a one-dimensional energy, not dim={energy.dim}")
-        if sampler.name == "euler":
-            raise InputError("backend 'fokker_planck' evolves the exact Langevin density: use sampler 'exact' "
-                             "(Euler-Maruyama's O(dt) bias has no grid representation)")
+    problem = backend_problem(backend, quadratic=caps.quadratic, dim=energy.dim, sampler=sampler.name,
+                              energy_name=type(energy).__name__)
+    if problem:
+        raise InputError(problem)
     own = schedule.preconditioner if isinstance(schedule, Schedule) else None   # natural_gradient carries a Fisher
     pre = make_preconditioner(est.preconditioner if est.preconditioner is not None else own)
     if pre is not None and pre.needs == "subsample" and backend != "particles":

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..pairings import backend_problem
 from ..errors import DivergenceError, InputError, require_positive, require_positive_int
 from ..schedules import Schedule
 from .common import PerUpdateMatrix, UnreachableLossError, _unit_schedule
@@ -174,10 +175,10 @@ def optimise_1d(energy, data_samples, theta0, *, duration: float, mobility: floa
     n = require_positive_int("n_steps", n_steps)
     if backend not in ("fokker_planck", "moments"):
         raise InputError(f"backend must be 'fokker_planck' or 'moments', got {backend!r}")
-    if backend == "fokker_planck" and getattr(energy, "dim", None) != 1:
-        raise InputError(f"optimise_1d needs a one-dimensional energy on the Fokker-Planck grid, not dim={energy.dim}")
-    if backend == "moments" and not energy.capabilities.quadratic:
-        raise InputError(f"backend 'moments' needs a quadratic energy, not {type(energy).__name__}")
+    problem = backend_problem(backend, quadratic=energy.capabilities.quadratic, dim=energy.dim,
+                              energy_name=type(energy).__name__)
+    if problem:
+        raise InputError(f"optimise_1d: {problem}")
     theta_start = _as_theta(theta0, energy, "cpu")
     data = as_dataset(data_samples, energy.dim)
     if data.samples is None and not energy.capabilities.quadratic:
