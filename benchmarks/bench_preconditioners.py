@@ -71,10 +71,10 @@ import time
 import torch
 
 import mindiss as md
-from mindiss.chains import ParticleChains
-from mindiss.data import as_dataset
-from mindiss.preconditioners import Fisher, PreconditionContext
-from mindiss.samplers import make_sampler
+from mindiss.backends.chains import ParticleChains
+from mindiss.data.base import as_dataset
+from mindiss.rates.preconditioners import Fisher, PreconditionContext
+from mindiss.backends.samplers import make_sampler
 
 #: learning-rate scale per unit time; small so that no preconditioner drives theta out of range
 #: (timings do not depend on it)
@@ -84,7 +84,7 @@ SCALE = {"double_well": 0.5, "mlp": 1e-4}
 def data_mean_grad_theta(energy, data, theta):
     """E_data[d_theta E], as the training loop computes it."""
     try:
-        from mindiss.backends import data_mean_grad_theta as loop_data_term
+        from mindiss.backends.dispatch import data_mean_grad_theta as loop_data_term
     except ImportError:   # older loops: the closed form for quadratic energies, else the sample mean
         if getattr(energy, "gaussian", False):
             return energy.expected_grad_theta(data.mean, data.variance, theta)

@@ -8,7 +8,7 @@ Same as `mindiss bench`: M chain-steps/s for the harmonic trap (exact OU), the t
 ratio library/bare (targets: >= 0.8 for the trap and the double well, >= 1.2 M chain-steps/s for the
 MLP) and peak memory per chain. See benchmarks/README.md for the figures and the method.
 """
-from mindiss.cli import app
+from mindiss.app.cli import app
 
 if __name__ == "__main__":
     import sys

@@ -24,10 +24,10 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import mindiss as md  # noqa: E402
-from mindiss.evaluate import grid_nll  # noqa: E402
-from mindiss.neural import NeuralEnergy  # noqa: E402
-from mindiss.optim import MinimalDissipationLR  # noqa: E402
-from mindiss.tracker import WorkTracker, combine  # noqa: E402
+from mindiss.estimators.evaluate import grid_nll  # noqa: E402
+from mindiss.energies.neural import NeuralEnergy  # noqa: E402
+from mindiss.adapters.optim import MinimalDissipationLR  # noqa: E402
+from mindiss.adapters.tracker import WorkTracker, combine  # noqa: E402
 
 BOX = ((-8.0, 8.0), (-8.0, 8.0))
 GRID_N = 401

@@ -23,8 +23,8 @@ import time
 import torch
 from torch import nn
 
-from mindiss.optim import MinimalDissipation, plan
-from mindiss.tracker import WorkTracker
+from mindiss.adapters.optim import MinimalDissipation, plan
+from mindiss.adapters.tracker import WorkTracker
 
 
 def make_moons(n: int, *, gen: torch.Generator, noise: float = 0.1) -> torch.Tensor:

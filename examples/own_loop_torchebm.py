@@ -26,8 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from own_loop_pcd import MoonsEnergy, free_energy_grid, make_moons  # noqa: E402
 
-from mindiss.optim import MinimalDissipationLR  # noqa: E402
-from mindiss.tracker import follow_replay_buffer  # noqa: E402
+from mindiss.adapters.optim import MinimalDissipationLR  # noqa: E402
+from mindiss.adapters.tracker import follow_replay_buffer  # noqa: E402
 
 try:  # optional extra
     from torchebm.core import BaseModel

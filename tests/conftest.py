@@ -10,7 +10,7 @@ def run_cli():
     """Run the mindiss CLI in-process (typer's runner): returns (exit_code, stdout, stderr)."""
     from typer.testing import CliRunner
 
-    from mindiss.cli import app
+    from mindiss.app.cli import app
 
     runner = CliRunner()
 

@@ -17,7 +17,7 @@ CASE_KEYS = {"case", "n_chains", "n_steps", "dim", "dtype", "library_s", "bare_s
 def test_bench_quick_json_keys(run_cli, monkeypatch):
     """--quick --json prints one object with every configuration, float32 and float64; the library and
     the bare loop draw the same numbers (same mean work up to float32 rounding)."""
-    from mindiss import bench
+    from mindiss.app import bench
 
     # the smoke test shrinks the configurations further (the timing code path is unchanged)
     small = [(c, label, dict(kw, n_chains=min(kw["n_chains"], 2000), n_steps=min(kw["n_steps"], 10)))
@@ -40,14 +40,14 @@ def test_bench_quick_json_keys(run_cli, monkeypatch):
 
 def test_memory_per_chain_subprocess():
     """Peak memory per chain comes back from a fresh subprocess as a finite number of bytes."""
-    from mindiss import bench
+    from mindiss.app import bench
 
     (got,) = bench.memory_per_chain([("trap", dict(n_chains=2000, dim=1, n_steps=3), "float32", "library")])
     assert got >= 0 and got < 1e6
 
 
 def test_bench_cli_quick_configs_shrink():
-    from mindiss import bench
+    from mindiss.app import bench
 
     full, quick = bench._configs(False), bench._configs(True)
     assert [kw["n_chains"] for _, _, kw in full] == [100_000, 10_000, 10_000, 4096, 4096]

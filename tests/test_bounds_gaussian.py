@@ -27,7 +27,7 @@ from scipy.integrate import quad, solve_ivp
 from scipy.optimize import minimize
 
 import mindiss as md
-from mindiss.results import ThetaProtocol
+from mindiss.core.results import ThetaProtocol
 
 #: (a0, s0, xbar, v_d, mu, T)
 CASES = [(-0.4, 0.5, 1.7, 1.2, 1.3, 2.0), (0.3, 2.0, -1.0, 0.4, 0.8, 0.5), (1.0, 1.0, 1.0, 3.0, 1.0, 1.0),

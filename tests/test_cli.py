@@ -272,7 +272,7 @@ def test_print_defaults_roundtrip(run_cli, tmp_path):
     assert code == 0
     import tomllib
 
-    from mindiss import config
+    from mindiss.app import config
 
     assert config.resolve(tomllib.loads(out)) == config.defaults()
 
@@ -324,7 +324,7 @@ def test_resolved_config_with_odd_path_reads_back(run_cli, tmp_path):
     and a newline reads back unchanged (string formatting wrote invalid TOML for it)."""
     import tomllib
 
-    from mindiss import config
+    from mindiss.app import config
 
     data = tmp_path / 'we"ird \\ na\nme.npy'
     np.save(data, np.random.default_rng(1).normal(1.0, 1.0, size=(200, 1)))
@@ -339,7 +339,7 @@ def test_resolved_config_with_odd_path_reads_back(run_cli, tmp_path):
 
 def test_plain_progress_lines():
     """Off a terminal, train's per-update stop() check prints a plain line every `every` seconds."""
-    from mindiss.cli import _plain_progress
+    from mindiss.app.cli import _plain_progress
 
     lines = []
     import typer

@@ -5,7 +5,7 @@ import tomllib
 
 import pytest
 
-from mindiss import config as C
+from mindiss.app import config as C
 from mindiss.errors import InputError
 
 GB = 10**9

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mindiss import config as C
+from mindiss.app import config as C
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -46,7 +46,7 @@ def _write(path: Path, text: str) -> Path:
 
 def _train(raw: dict):
     """resolve + build + train, as the CLI does (without the run directory)."""
-    from mindiss.train import train
+    from mindiss.core.train import train
 
     kw = C.build(C.resolve(raw))
     kw.pop("checkpoint_every")
@@ -203,7 +203,8 @@ def test_resolved_neural_configs_read_back_unchanged():
 
 
 def test_config_names_match_the_library():
-    from mindiss import datasets, neural
+    from mindiss.data import toy as datasets
+    from mindiss.energies import neural
 
     assert set(C.ACTIVATIONS) == set(neural.ACTIVATIONS)
     assert C.TOY_DATA == datasets.TOY

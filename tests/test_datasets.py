@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import mindiss as md
-from mindiss import datasets as D
+from mindiss.data import toy as D
 from mindiss.errors import InputError
-from mindiss.neural import NeuralEnergy
+from mindiss.energies.neural import NeuralEnergy
 
 F64 = torch.float64
 #: small tensors: one torch thread (conftest) avoids stalls when the 2 cores are shared

@@ -21,11 +21,11 @@ import pytest
 import torch
 
 import mindiss as md
-from mindiss import schedules as S
-from mindiss.chains import ParticleChains
-from mindiss.distributed import Comm, ShardedParticleChains, shard_seed
+from mindiss.rates import schedules as S
+from mindiss.backends.chains import ParticleChains
+from mindiss.backends.sharded import Comm, ShardedParticleChains, shard_seed
 from mindiss.errors import InputError
-from mindiss.preconditioners import fisher_from_samples
+from mindiss.rates.preconditioners import fisher_from_samples
 
 ROOT = Path(__file__).resolve().parents[1]
 #: two ranks add two partial sums (a + b == b + a exactly); with more blocks than ranks the

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 import mindiss as md
-from mindiss import datasets as D
-from mindiss import evaluate as ev
+from mindiss.data import toy as D
+from mindiss.estimators import evaluate as ev
 from mindiss.errors import InputError
-from mindiss.neural import NeuralEnergy
-from mindiss.rbm import GaussianBernoulliRBM
+from mindiss.energies.neural import NeuralEnergy
+from mindiss.energies.rbm import GaussianBernoulliRBM
 
 F64 = torch.float64
 #: small tensors: one torch thread (conftest) avoids stalls when the 2 cores are shared

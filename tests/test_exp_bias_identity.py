@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import mindiss as md
-from mindiss.experiments import bias_identity as exp
+from mindiss.app.experiments import bias_identity as exp
 
 
 @pytest.fixture(scope="module")

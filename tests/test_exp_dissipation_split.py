@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import mindiss as md
-from mindiss.experiments import dissipation_split as exp
+from mindiss.app.experiments import dissipation_split as exp
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import math
 import pytest
 
 import mindiss as md
-from mindiss.experiments import dissipation_vs_duration as exp
+from mindiss.app.experiments import dissipation_vs_duration as exp
 
 
 @pytest.fixture(scope="module")

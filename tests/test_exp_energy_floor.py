@@ -4,7 +4,7 @@ import math
 import pytest
 
 import mindiss as md
-from mindiss.experiments import energy_floor as exp
+from mindiss.app.experiments import energy_floor as exp
 
 KT = 1.380649e-23 * 300.0
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import mindiss as md
-from mindiss import optimal
-from mindiss.experiments import exact_optima as exp
+from mindiss.rates import optimal
+from mindiss.app.experiments import exact_optima as exp
 
 
 @pytest.fixture(scope="module")

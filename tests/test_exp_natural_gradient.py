@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from mindiss.experiments import natural_gradient as exp
+from mindiss.app.experiments import natural_gradient as exp
 
 # about a minute on 2 idle cores; the main suite already runs it once inside `reproduce --quick`
 pytestmark = pytest.mark.slow

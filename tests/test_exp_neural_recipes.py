@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from mindiss import recipes
-from mindiss.experiments import neural_recipes as exp
+from mindiss.rates import recipes
+from mindiss.app.experiments import neural_recipes as exp
 
 # quick mode: ~25 s on 2 idle cores, ~45 s at load 8 on the shared machine; `reproduce --quick` runs it too
 pytestmark = pytest.mark.slow

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import mindiss as md
-from mindiss.experiments import unknown_targets as exp
+from mindiss.app.experiments import unknown_targets as exp
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import mindiss as md
-from mindiss.experiments import work_fluctuations as exp
+from mindiss.app.experiments import work_fluctuations as exp
 
 
 @pytest.fixture(scope="module")

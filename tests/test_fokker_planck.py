@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import mindiss as md
-from mindiss.fokker_planck import FokkerPlanck1D
+from mindiss.backends.fokker_planck import FokkerPlanck1D
 
 S0, MU0, T0, TH0, XB0 = 0.5, 1.3, 2.0, -0.4, 1.7
 EXACT = 1e-12

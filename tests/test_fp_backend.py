@@ -31,9 +31,9 @@ import pytest
 import torch
 
 import mindiss as md
-from mindiss.backends import default_grid
-from mindiss.fokker_planck import FokkerPlanck1D
-from mindiss.schedules import DiscreteSchedule
+from mindiss.backends.dispatch import default_grid
+from mindiss.backends.fokker_planck import FokkerPlanck1D
+from mindiss.rates.schedules import DiscreteSchedule
 
 S, MU, T, TH0, XBAR = 0.5, 1.3, 2.0, -0.4, 1.7
 TRAP_GRID = (-6.0, 8.0)            # theta_0 - 7.9 sd .. xbar + 8.9 sd: tails below e^-31

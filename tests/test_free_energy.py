@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from mindiss.errors import InputError
-from mindiss.expfamily import ExpFamily
-from mindiss.free_energy import (
+from mindiss.energies.expfamily import ExpFamily
+from mindiss.estimators.free_energy import (
     FreeEnergyEstimate,
     ais,
     bar,
@@ -27,7 +27,7 @@ from mindiss.free_energy import (
     thermodynamic_integration,
     thermodynamic_integration_sampled,
 )
-from mindiss.samplers import MALA
+from mindiss.backends.samplers import MALA
 
 
 def _t(*values):

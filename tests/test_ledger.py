@@ -12,8 +12,8 @@ import torch
 
 import mindiss as md
 from mindiss.errors import InputError
-from mindiss.ledger import Ledger, delta_free_energy
-from mindiss.tracker import WorkTracker, follow_replay_buffer
+from mindiss.core.ledger import Ledger, delta_free_energy
+from mindiss.adapters.tracker import WorkTracker, follow_replay_buffer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 F64 = torch.float64
@@ -224,7 +224,7 @@ def test_replay_buffer_follower_counts_restarts_and_keeps_the_first_law(size, ba
 def test_delta_f_dispatch_reproduces_trains_ais_estimate_exactly():
     """train(free_energy='ais') and the ledger's dispatch, given the same initial chains, theta path end
     points, step and generator seed (train's: chain seed * 31 + 17), give the same Delta F bit for bit."""
-    from mindiss.train import _seeds
+    from mindiss.core.train import _seeds
 
     gen = torch.Generator().manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(1, 8), torch.nn.SiLU(), torch.nn.Linear(8, 1)).double()

@@ -11,7 +11,7 @@ import torch
 
 import mindiss as md
 from mindiss.errors import InputError
-from mindiss.neural import NeuralEnergy
+from mindiss.energies.neural import NeuralEnergy
 
 F64 = torch.float64
 

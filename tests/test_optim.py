@@ -10,7 +10,7 @@ import torch
 
 import mindiss as md
 from mindiss.errors import InputError
-from mindiss.optim import MinimalDissipation, MinimalDissipationLR, per_chain_grads, plan, rate_factors
+from mindiss.adapters.optim import MinimalDissipation, MinimalDissipationLR, per_chain_grads, plan, rate_factors
 
 
 
@@ -269,8 +269,8 @@ def test_cuda_parameters_give_the_cpu_result():
 def test_fisher_optimizer_follows_trains_natural_gradient_path_on_the_trap():
     """Expert mode: MinimalDissipation(fisher='full') fed train()'s chains gives train's theta path with
     schedules.natural_gradient (the same preconditioners.Fisher, not a copy of it) to 1e-12."""
-    from mindiss.data import as_dataset
-    from mindiss.train import _seeds
+    from mindiss.data.base import as_dataset
+    from mindiss.core.train import _seeds
 
     energy = md.HarmonicTrap(variance=S)
     data = md.data.Gaussian(mean=[1.7], variance=0.3)
@@ -395,7 +395,7 @@ def test_constant_excess_power_mode_follows_the_measured_friction():
     over the last 20 updates; recomputed here from the known friction sequence."""
     from types import SimpleNamespace
 
-    from mindiss.optim import _Planner
+    from mindiss.adapters.optim import _Planner
 
     ledger = SimpleNamespace(history=[])
     tracker = SimpleNamespace(ledger=ledger, relaxation_time=lambda: math.nan)

@@ -24,7 +24,7 @@ import torch
 from scipy.optimize import minimize
 
 import mindiss as md
-from mindiss import optimal
+from mindiss.rates import optimal
 
 S, MU, T, TH0, XBAR = 0.5, 1.3, 2.0, -0.4, 1.7
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import mindiss as md
-from mindiss import optimal
+from mindiss.rates import optimal
 
 CASES = [(1.0, 1.0, 1.0), (0.5, 1.3, 2.0), (2.7, 0.4, 0.3), (0.2, 3.0, 5.0)]
 

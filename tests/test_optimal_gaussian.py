@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import mindiss as md
-from mindiss import optimal
+from mindiss.rates import optimal
 
 #: (a0, s0, xbar, v_d, mu, T)
 CASES = [(-0.4, 0.5, 1.7, 1.2, 1.3, 2.0), (0.3, 2.0, -1.0, 0.4, 0.8, 0.5), (1.0, 1.0, 1.0, 3.0, 1.0, 1.0),

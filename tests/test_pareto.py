@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from scipy.optimize import minimize, minimize_scalar
 
 import mindiss as md
-from mindiss import optimal
-from mindiss.moments import harmonic_discrete_path
+from mindiss.rates import optimal
+from mindiss.estimators.references import harmonic_discrete_path
 
 S, MU, T, TH0, XBAR = 0.5, 1.3, 2.0, -0.4, 1.7
 GAUSS = (-0.4, 0.5, 1.7, 1.2, 1.3, 2.0)

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import mindiss as md
-from mindiss import preconditioners as pc
-from mindiss import schedules as S
-from mindiss.fokker_planck import FokkerPlanck1D
+from mindiss.rates import preconditioners as pc
+from mindiss.rates import schedules as S
+from mindiss.backends.fokker_planck import FokkerPlanck1D
 
 
 def _gen(seed=0):

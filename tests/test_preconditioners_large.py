@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import mindiss as md
-from mindiss import preconditioners as pc
+from mindiss.rates import preconditioners as pc
 
 F64 = torch.float64
 #: small tensors: one torch thread (conftest) avoids stalls when the 2 cores are shared

@@ -10,7 +10,7 @@ import torch
 
 import mindiss as md
 from mindiss.errors import InputError
-from mindiss.rbm import (GaussianBernoulliRBM, brute_force_free_energy, brute_force_log_partition,
+from mindiss.energies.rbm import (GaussianBernoulliRBM, brute_force_free_energy, brute_force_log_partition,
                          hidden_configurations)
 
 F64 = torch.float64

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 import mindiss as md
-from mindiss import datasets as D
-from mindiss import evaluate as ev
-from mindiss import recipes as R
+from mindiss.data import toy as D
+from mindiss.estimators import evaluate as ev
+from mindiss.rates import recipes as R
 from mindiss.errors import InputError
-from mindiss.preconditioners import Adam, Fisher, GradStats
+from mindiss.rates.preconditioners import Adam, Fisher, GradStats
 
 F64 = torch.float64
 #: small tensors: one torch thread (conftest) avoids stalls when the 2 cores are shared

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import mindiss as md
-from mindiss.experiments import references as ref
+from mindiss.app.experiments import references as ref
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 
-from mindiss import report
-from mindiss.experiments import ORDER, available
+from mindiss.app import report
+from mindiss.app.experiments import ORDER, available
 
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -40,7 +40,7 @@ def test_checks_declare_their_kind_and_the_summary_counts_them(quick_report):
     """Issue 19: every check has a kind, the summary counts them per section, and at least half of every section's
     checks are independent references or physical laws (neural_recipes: its owner adds them; listed, not hidden)."""
     out, results = quick_report
-    from mindiss.experiments.base import CHECK_KINDS
+    from mindiss.app.experiments.base import CHECK_KINDS
 
     totals = dict.fromkeys(CHECK_KINDS, 0)
     below = []
@@ -122,7 +122,7 @@ def test_report_in_headless_chromium(quick_report):
 
 
 def test_failed_experiment_does_not_abort_others(tmp_path, monkeypatch, run_cli):
-    from mindiss.experiments import optimal_schedule
+    from mindiss.app.experiments import optimal_schedule
 
     def boom(quick=False, progress=None):
         raise RuntimeError("deliberate failure")

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 import mindiss as md
-from mindiss.data import as_dataset
+from mindiss.data.base import as_dataset
 from mindiss.errors import InputError
-from mindiss.optim import MinimalDissipation
-from mindiss.tracker import DissipationWarning, WorkReport, WorkTracker, combine
-from mindiss.train import _seeds
+from mindiss.adapters.optim import MinimalDissipation
+from mindiss.adapters.tracker import DissipationWarning, WorkReport, WorkTracker, combine
+from mindiss.core.train import _seeds
 
 
 

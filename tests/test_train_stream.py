@@ -7,8 +7,8 @@ import torch
 
 import mindiss as md
 from mindiss.errors import InputError
-from mindiss.expfamily import ExpFamily
-from mindiss.schedules import constant
+from mindiss.energies.expfamily import ExpFamily
+from mindiss.rates.schedules import constant
 
 
 def _double_well(n=2000, seed=3):

@@ -24,7 +24,7 @@ import time
 import torch
 
 import mindiss as md
-from mindiss.schedules import constant
+from mindiss.rates.schedules import constant
 
 VARIANCE, MOBILITY, DT, LR = 1.0, 1.0, 1e-3, 1e-3
 CONFIGS = [(100_000, 1, 1000), (10_000, 2, 10_000)]

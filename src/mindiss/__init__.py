@@ -15,19 +15,27 @@ import types
 
 __version__ = "0.1.0"
 
-#: public name -> the submodule that defines it (a submodule itself where the name is the module's)
+#: public name -> (the module that defines it, the attribute; None: the module itself)
 _NAMES = {
-    "bounds": "bounds", "data": "data", "free_energy": "free_energy", "moments": "moments", "optim": "optim",
-    "optimal": "optimal", "preconditioners": "preconditioners", "samplers": "samplers", "schedules": "schedules",
-    "GaussianMoments": "chains", "ParticleChains": "chains",
-    "Energy": "energies", "Gaussian": "energies", "HarmonicTrap": "energies",
-    "ExpFamily": "expfamily", "NeuralEnergy": "neural", "WorkTracker": "tracker",
-    "DivergenceError": "errors", "InputError": "errors", "MindissError": "errors",
-    "MALA": "samplers", "EulerMaruyama": "samplers", "ExactOU": "samplers",
-    "History": "results", "ThetaProtocol": "results", "TrainResult": "results",
-    "Interrupted": "train", "replay": "train", "train": "train",
-    "Dynamics": "core.options", "Ensemble": "core.options", "Estimation": "core.options",
-    "Checkpointing": "core.options", "Output": "core.options", "Capabilities": "energies",
+    "bounds": ("estimators.bounds", None), "data": ("data", None), "free_energy": ("estimators.free_energy", None),
+    "moments": ("estimators.references", None), "optim": ("adapters.optim", None),
+    "optimal": ("rates.optimal", None), "preconditioners": ("rates.preconditioners", None),
+    "samplers": ("backends.samplers", None), "schedules": ("rates.schedules", None),
+    "GaussianMoments": ("backends.chains", "GaussianMoments"), "ParticleChains": ("backends.chains", "ParticleChains"),
+    "Energy": ("energies.base", "Energy"), "Gaussian": ("energies.base", "Gaussian"),
+    "HarmonicTrap": ("energies.base", "HarmonicTrap"), "Capabilities": ("energies.base", "Capabilities"),
+    "ExpFamily": ("energies.expfamily", "ExpFamily"), "NeuralEnergy": ("energies.neural", "NeuralEnergy"),
+    "WorkTracker": ("adapters.tracker", "WorkTracker"),
+    "DivergenceError": ("errors", "DivergenceError"), "InputError": ("errors", "InputError"),
+    "MindissError": ("errors", "MindissError"),
+    "MALA": ("backends.samplers", "MALA"), "EulerMaruyama": ("backends.samplers", "EulerMaruyama"),
+    "ExactOU": ("backends.samplers", "ExactOU"),
+    "History": ("core.results", "History"), "ThetaProtocol": ("core.results", "ThetaProtocol"),
+    "TrainResult": ("core.results", "TrainResult"),
+    "Interrupted": ("core.step", "Interrupted"), "replay": ("core.train", "replay"), "train": ("core.train", "train"),
+    "Dynamics": ("core.options", "Dynamics"), "Ensemble": ("core.options", "Ensemble"),
+    "Estimation": ("core.options", "Estimation"), "Checkpointing": ("core.options", "Checkpointing"),
+    "Output": ("core.options", "Output"),
 }
 
 __all__ = [
@@ -41,14 +49,16 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    """Import the submodule behind a public name on first use (and any other submodule by its name)."""
-    module = _NAMES.get(name)
-    if module is None:
+    """Import the module behind a public name on first use (and any other submodule by its name)."""
+    target = _NAMES.get(name)
+    if target is None:
         if name.startswith("_") or importlib.util.find_spec(f"{__name__}.{name}") is None:
             raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        module = name
-    mod = importlib.import_module(f".{module}", __name__)
-    value = mod if module == name and name != "train" else getattr(mod, name)
+        target = (name, None)
+    mod = importlib.import_module(f".{target[0]}", __name__)
+    value = mod if target[1] is None else getattr(mod, target[1])
+    if name == "train" and isinstance(value, types.ModuleType):
+        value = value.train
     globals()[name] = value
     return value
 
@@ -68,3 +78,7 @@ class _Package(types.ModuleType):
 
 
 sys.modules[__name__].__class__ = _Package
+
+from . import _aliases as _aliases  # old import paths, deprecated
+
+_aliases.install()

@@ -8,7 +8,7 @@ import torch
 
 import mindiss as md
 from mindiss.errors import InputError
-from mindiss.schedules import DiscreteSchedule
+from mindiss.rates.schedules import DiscreteSchedule
 
 TRAP = md.HarmonicTrap(1.0, 1)
 DATA = md.data.Gaussian(1.0, 1.0)

@@ -11,7 +11,7 @@ import tomli_w
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mindiss import config as C
+from mindiss.app import config as C
 from mindiss.errors import InputError
 
 GB = 10**9

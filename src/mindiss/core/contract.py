@@ -26,15 +26,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import distributed as _dist
-from ..backends import BACKENDS, DETERMINISTIC
+from ..backends import sharded as _dist
+from ..backends.dispatch import BACKENDS, DETERMINISTIC
 from ..pairings import backend_problem
-from ..data import Dataset, as_dataset
+from ..data.base import Dataset, as_dataset
 from ..errors import InputError, require_positive, require_positive_int
-from ..preconditioners import make_preconditioner
-from ..results import ThetaProtocol
-from ..samplers import make_sampler
-from ..schedules import DiscreteSchedule, Schedule
+from ..rates.preconditioners import make_preconditioner
+from .results import ThetaProtocol
+from ..backends.samplers import make_sampler
+from ..rates.schedules import DiscreteSchedule, Schedule
 from .options import Checkpointing, Dynamics, Ensemble, Estimation, Output
 
 FREE_ENERGY_METHODS = ("auto", "exact", "ais", "ti", "jarzynski")

@@ -38,7 +38,7 @@ class Interrupted(KeyboardInterrupt):
 
 def divergence_cause(sampler, energy, dt, mobility) -> str:
     """The likely cause of a divergence, in words."""
-    from ..energies import HarmonicTrap
+    from ..energies.base import HarmonicTrap
 
     if sampler.name == "euler" and isinstance(energy, HarmonicTrap):
         return (f"the Euler-Maruyama step is too large for the stiffness (mu dt / s = "

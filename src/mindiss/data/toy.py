@@ -1,0 +1,260 @@
+"""Data sets for neural EBMs: 2-D toy distributions, the 8x8 digits, and minibatches.
+
+* ``toy(name, n, gen=...)``: iid draws (float64, shape (n, 2)) from five 2-D distributions generated
+  by our own code, each scaled to lie within about [-3, 3]^2 with mode widths >= 0.1 (so a grid of
+  spacing ~0.06 resolves any smooth model fitted to them):
+
+  - ``moons``: two interleaved half circles (outer (cos t, sin t), inner (1 - cos t, 1/2 - sin t),
+    t ~ U(0, pi), each with probability 1/2) plus N(0, 0.1^2) noise, centred at (1/2, 1/4), times 2;
+  - ``rings``: three concentric circles of radii 0.75, 1.5, 2.25 chosen with probability
+    proportional to the radius (uniform density along the arcs), radial N(0, 0.1^2) noise;
+  - ``8gaussians``: an equal mixture of N(c_k, 0.2^2 I), c_k = 2 (cos 2 pi k/8, sin 2 pi k/8);
+  - ``checkerboard``: uniform on the 8 dark unit squares of a 4 x 4 board on [-2, 2]^2;
+  - ``pinwheel``: 5 arms, (1 + 0.3 r, 0.1 t) (r, t ~ N(0, 1)) rotated by 2 pi j/5 + exp(1 + 0.3 r) / 4,
+    times 1.5.
+
+* ``digits(gen=...)``: the 1,797 8x8 handwritten digits that scikit-learn ships inside its package
+  (no download; ``pip install scikit-learn``), dequantised (pixel v in {0..16} -> (v + u)/17,
+  u ~ U(0, 1)) and standardised per pixel with the training split's mean and standard deviation:
+  a continuous density on R^64 whose log-likelihoods are in nats per image in the standardised
+  space (``DigitsData.log_jacobian`` converts to (v + u)/17 space).
+
+* ``Minibatches(energy, data, batch_size=..., gen=...)``: an energy wrapper whose data term is a
+  fresh minibatch every update (see its docstring for how it plugs into ``train``).
+
+Any (n, d) tensor or array of samples can be passed to ``train`` directly; ``load`` validates one.
+Every draw takes an explicit ``gen`` (a torch.Generator or an int seed); no global RNG.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..energies.base import Energy
+from ..estimators.evaluate import EnergyWrapper
+from ..errors import InputError, require_positive_int
+
+F64 = torch.float64
+TOY = ("moons", "rings", "8gaussians", "checkerboard", "pinwheel")
+KINDS = TOY + ("digits",)
+
+
+def _generator(gen) -> torch.Generator:
+    if isinstance(gen, int) and not isinstance(gen, bool):
+        return torch.Generator().manual_seed(gen)
+    if not isinstance(gen, torch.Generator):
+        raise InputError(f"gen must be a torch.Generator or an int seed, got {gen!r}")
+    return gen
+
+
+def _uniform(n, gen):
+    return torch.rand(n, dtype=F64, generator=gen)
+
+
+def _normal(shape, gen):
+    return torch.randn(shape, dtype=F64, generator=gen)
+
+
+def _moons(n, gen):
+    t = math.pi * _uniform(n, gen)
+    inner = _uniform(n, gen) < 0.5
+    x = torch.where(inner, 1.0 - torch.cos(t), torch.cos(t))
+    y = torch.where(inner, 0.5 - torch.sin(t), torch.sin(t))
+    pts = torch.stack([x, y], 1) + 0.1 * _normal((n, 2), gen)
+    return 2.0 * (pts - torch.tensor([0.5, 0.25], dtype=F64))
+
+
+def _rings(n, gen):
+    radii = torch.tensor([0.75, 1.5, 2.25], dtype=F64)
+    idx = torch.multinomial(radii / radii.sum(), n, replacement=True, generator=gen)
+    phi = 2.0 * math.pi * _uniform(n, gen)
+    r = radii[idx] + 0.1 * _normal(n, gen)
+    return torch.stack([r * torch.cos(phi), r * torch.sin(phi)], 1)
+
+
+def _eight_gaussians(n, gen):
+    k = torch.randint(0, 8, (n,), generator=gen).to(F64)
+    centres = 2.0 * torch.stack([torch.cos(2 * math.pi * k / 8), torch.sin(2 * math.pi * k / 8)], 1)
+    return centres + 0.2 * _normal((n, 2), gen)
+
+
+def _checkerboard(n, gen):
+    x = 4.0 * _uniform(n, gen) - 2.0
+    y = _uniform(n, gen) - 2.0 * torch.randint(0, 2, (n,), generator=gen).to(F64)
+    y = y + torch.floor(x).remainder(2.0)
+    return torch.stack([x, y], 1)
+
+
+def _pinwheel(n, gen):
+    arms, radial_std, tangential_std, rate = 5, 0.3, 0.1, 0.25
+    feats = _normal((n, 2), gen) * torch.tensor([radial_std, tangential_std], dtype=F64)
+    feats[:, 0] += 1.0
+    arm = torch.randint(0, arms, (n,), generator=gen).to(F64)
+    angle = 2.0 * math.pi * arm / arms + rate * torch.exp(feats[:, 0])
+    c, s = torch.cos(angle), torch.sin(angle)
+    x = c * feats[:, 0] - s * feats[:, 1]
+    y = s * feats[:, 0] + c * feats[:, 1]
+    return 1.5 * torch.stack([x, y], 1)
+
+
+_TOY_MAKERS = {"moons": _moons, "rings": _rings, "8gaussians": _eight_gaussians,
+               "checkerboard": _checkerboard, "pinwheel": _pinwheel}
+
+
+def toy(name: str, n: int = 2000, *, gen) -> torch.Tensor:
+    """n iid draws (float64, shape (n, 2)) of the 2-D toy distribution ``name`` (see the module
+    docstring for each formula). ``gen``: a torch.Generator or an int seed."""
+    if name not in _TOY_MAKERS:
+        raise InputError(f"unknown toy data set {name!r}; choose one of {', '.join(TOY)}")
+    n = require_positive_int("n", n)
+    return _TOY_MAKERS[name](n, _generator(gen)).contiguous()
+
+
+# ---------------------------------------------------------------------------- digits
+
+@dataclass(frozen=True)
+class DigitsData:
+    """The digits split into train / test (float64, shape (n, 64)), with the standardisation.
+
+    x = ((v + u) / 17 - shift) / scale per pixel; ``log_jacobian`` = -sum_i ln scale_i is the
+    log-density change from x to the (v + u)/17 space: ln p_unit = ln p_x + log_jacobian.
+    ``labels_*`` are the digit classes (for plots only; nothing trains on them).
+    """
+
+    train: torch.Tensor
+    test: torch.Tensor
+    shift: torch.Tensor
+    scale: torch.Tensor
+    labels_train: torch.Tensor
+    labels_test: torch.Tensor
+
+    @property
+    def log_jacobian(self) -> float:
+        return float(-torch.log(self.scale).sum())
+
+    def to_pixels(self, x) -> torch.Tensor:
+        """Map states back to pixel intensities in [0, 1], shape (n, 8, 8) (clipped)."""
+        x = torch.as_tensor(x, dtype=F64).reshape(-1, 64)
+        return (x * self.scale + self.shift).clamp(0.0, 1.0).reshape(-1, 8, 8)
+
+
+def _load_sklearn_digits():
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise InputError("the digits data set ships with scikit-learn, which is not installed: "
+                         "pip install scikit-learn (or pip install 'mindiss[data]')") from None
+    bunch = load_digits()
+    return np.asarray(bunch.data, dtype=np.float64), np.asarray(bunch.target, dtype=np.int64)
+
+
+def digits(*, gen, test_fraction: float = 0.2, scale: str = "standard") -> DigitsData:
+    """The 8x8 digits, dequantised with ``gen`` and split at random (by ``gen``) into train / test.
+
+    ``scale``: "standard" (per-pixel standardisation with the training split's statistics; a pixel
+    that is constant in the raw data keeps its dequantisation noise, of standard deviation
+    1/(17 sqrt 12), scaled to 1) or "unit" ((v + u)/17 in (0, 1), no standardisation).
+    """
+    if not 0.0 < float(test_fraction) < 1.0:
+        raise InputError(f"test_fraction must lie in (0, 1), got {test_fraction!r}")
+    if scale not in ("standard", "unit"):
+        raise InputError(f"scale must be 'standard' or 'unit', got {scale!r}")
+    g = _generator(gen)
+    pixels, labels = _load_sklearn_digits()
+    v = torch.as_tensor(pixels)
+    y = (v + torch.rand(v.shape, dtype=F64, generator=g)) / 17.0
+    perm = torch.randperm(v.shape[0], generator=g)
+    n_test = int(round(test_fraction * v.shape[0]))
+    test_idx, train_idx = perm[:n_test], perm[n_test:]
+    tr, te = y[train_idx], y[test_idx]
+    if scale == "standard":
+        shift, sd = tr.mean(0), tr.std(0)
+    else:
+        shift, sd = torch.zeros(64, dtype=F64), torch.ones(64, dtype=F64)
+    lab = torch.as_tensor(labels)
+    return DigitsData(((tr - shift) / sd).contiguous(), ((te - shift) / sd).contiguous(), shift, sd,
+                      lab[train_idx], lab[test_idx])
+
+
+def load(kind, n: int = 2000, *, gen) -> torch.Tensor:
+    """Samples for ``train``: a toy set's n draws, the digits' training split, or a user's samples.
+
+    ``kind``: a name in ``KINDS`` or a tensor / array of shape (n, d) (validated, returned float64)."""
+    if isinstance(kind, str):
+        if kind == "digits":
+            return digits(gen=gen).train
+        return toy(kind, n, gen=gen)
+    try:
+        x = torch.as_tensor(np.asarray(kind, dtype=float) if not torch.is_tensor(kind) else kind).to(F64)
+    except (TypeError, ValueError):
+        raise InputError(f"data must be a data set name ({', '.join(KINDS)}) or samples, "
+                         f"got {type(kind).__name__}") from None
+    if x.ndim != 2 or x.shape[0] < 1:
+        raise InputError(f"samples must have shape (n_samples, d), got {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        raise InputError("samples contain NaN or infinite values")
+    return x.contiguous()
+
+
+# ---------------------------------------------------------------------------- minibatches
+
+class Minibatches(EnergyWrapper):
+    """``energy`` with a minibatch data term: E_B[d_theta E] over ``batch_size`` rows of ``data``.
+
+    ``train`` computes the data term as ``energy.mean_grad_theta(data_samples, theta)`` with the
+    full data every update (train.py, ``_run_replica``'s ``data_grad``). This wrapper recognises
+    that call (the rows are its own ``data`` tensor: same storage and shape) and averages over the
+    next minibatch instead: a random permutation per epoch, drawn from ``gen``, cut into
+    consecutive batches. Every other call (chain statistics, energies, work, heat, the true loss
+    on the full data) goes to ``energy`` unchanged, so the ledger stays exact per update; only
+    g_hat gains zero-mean minibatch noise (Identity 1 then holds in expectation over batches).
+
+    Use: ``mb = Minibatches(energy, data, batch_size=256, gen=7); train(mb, mb.data, ...)``.
+    Limits: the batch generator is not in train's checkpoint (a resumed run draws other batches);
+    data must be passed as ``mb.data`` (float64, on the energy's device) so train keeps the tensor.
+    """
+
+    def __init__(self, energy: Energy, data, *, batch_size: int, gen):
+        if energy.capabilities.quadratic:
+            raise InputError("Minibatches needs an energy whose data term uses samples; a quadratic energy's "
+                             "data term is the exact data moments (nothing to batch)")
+        if isinstance(data, str):
+            raise InputError("Minibatches takes samples (e.g. datasets.load(name, gen=...)), not a name")
+        super().__init__(energy)
+        self.data = load(data, gen=0)
+        if self.data.shape[1] != energy.dim:
+            raise InputError(f"data has dimension {self.data.shape[1]} but the energy has dimension {energy.dim}")
+        self.batch_size = require_positive_int("batch_size", batch_size)
+        if self.batch_size > self.data.shape[0]:
+            raise InputError(f"batch_size {batch_size} exceeds the {self.data.shape[0]} data samples")
+        self.gen = _generator(gen)
+        # never cache the data term (it changes every update), nor fuse it with the chain term
+        # (the batches come from here)
+        self.capabilities = self.capabilities.without(features=True, fused_g_hat=True)
+        self._order = torch.empty(0, dtype=torch.long)
+        self._pos = 0
+        self.n_batches = 0
+
+    def __repr__(self):
+        return f"Minibatches({self.inner!r}, batch_size={self.batch_size}, n={self.data.shape[0]})"
+
+    def _is_data(self, x) -> bool:
+        return (x.shape == self.data.shape and x.device == self.data.device
+                and x.data_ptr() == self.data.data_ptr())
+
+    def next_batch(self) -> torch.Tensor:
+        """The next ``batch_size`` data rows (a new permutation when an epoch is used up)."""
+        if self._pos + self.batch_size > self._order.numel():
+            self._order, self._pos = torch.randperm(self.data.shape[0], generator=self.gen), 0
+        idx = self._order[self._pos:self._pos + self.batch_size]
+        self._pos += self.batch_size
+        self.n_batches += 1
+        return self.data[idx.to(self.data.device)]
+
+    def mean_grad_theta(self, x, theta):
+        if self._is_data(x):
+            return self.inner.mean_grad_theta(self.next_batch(), theta)
+        return self.inner.mean_grad_theta(x, theta)
