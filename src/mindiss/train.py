@@ -225,11 +225,13 @@ def train(energy: Energy, data, *, schedule, theta0, mobility: float = 1.0, dura
                          _pre_key(pre_proto), free_energy, *([("shards", shards)] if shards > 1 else []),
                          *([("batch_size", batch_size)] if batch_size else []))
     ck = comm.from_root(lambda: _ck.load(checkpoint, fp)) if resume else None
+    writer = (_ck.Writer(checkpoint, fp, fresh=not resume, n_done=len(ck["completed"]) if ck else 0)
+              if checkpoint and comm.rank == 0 else None)
     if on_start is not None and comm.rank == 0:
         on_start()
     summaries = list(ck["completed"]) if ck else []
     if ck:
-        sampler_obj.load_state_dict(ck["sampler"])
+        _ck.restore(sampler_obj, ck["sampler"], "sampler")
     counters = sampler_obj.state_dict()   # the sampler's counters when last common to all ranks
     if stop is not None and comm.world > 1:
         stop = _stop_together(stop, comm)
@@ -249,8 +251,8 @@ def train(energy: Energy, data, *, schedule, theta0, mobility: float = 1.0, dura
     def save(run):
         payload = {"completed": summaries, "run": None if run is None else run.state_dict(),
                    "sampler": _dist.reduce_counters(sampler_obj, counters, comm)}
-        if comm.rank == 0:
-            _ck.save(checkpoint, payload, fp)
+        if writer is not None:
+            writer.save(payload)
 
     try:
         for replica, (chain_seed, data_seed) in enumerate(_seeds(seed, n_replicas)):
@@ -299,7 +301,7 @@ def train(energy: Energy, data, *, schedule, theta0, mobility: float = 1.0, dura
                     if _tau_mode(schedule):
                         _retune(run, schedule, n_steps, 0)
             if ck is not None and ck["run"] is not None and ck["run"]["replica"] == replica:
-                run.load_state_dict(ck["run"])
+                _ck.restore(run, ck["run"], "run")
             run.replica = replica
             tick = _progress_tick(bar, task, replica * n_updates) if bar is not None else None
             # observers run on every rank (they may read collective statistics of sharded chains)
