@@ -258,8 +258,9 @@ def describe(path) -> str | None:
         return "a checkpoint that cannot be read"
 
 
-def load(path, run_fingerprint: str) -> dict:
-    """{"completed": [summaries], "run": state of the replica in progress or None, "sampler": counters}."""
+def load(path, run_fingerprint: str | None) -> dict:
+    """{"completed": [summaries], "run": state of the replica in progress or None, "sampler": counters}
+    (``run_fingerprint`` None: any configuration, for inspection)."""
     p = Path(path)
     _refuse_legacy(p)
     if not exists(p):

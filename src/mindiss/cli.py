@@ -182,47 +182,49 @@ def _with_path(rows, sched, variance, mobility, steps, theta0, target):
 @app.command("train")
 def train_cmd(
     config: Optional[Path] = typer.Argument(None, help="TOML config; built-in defaults when omitted"),
-    out: Optional[Path] = typer.Option(None, "--out", help="run directory: config.toml, checkpoint.pt, "
-                                       "result.json, history.csv, figures/, run.log"),
+    out: Optional[str] = typer.Option(None, "--out", help="run directory: config.toml, checkpoint/, "
+                                      "result.json, history.csv, figures/, run.log (locked while the run lasts)"),
     resume: bool = typer.Option(False, "--resume", help="continue from the checkpoint in --out"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="discard an earlier run (finished or interrupted) "
+                                   "in --out"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
     print_defaults: bool = typer.Option(False, "--print-defaults", help="print a complete commented config and exit"),
 ):
     """Train a persistent-chain EBM with a learning-rate schedule and report its thermodynamic ledger.
 
-    Exit codes: 0 done, 2 bad input (nothing written), 3 diverged (the last good checkpoint is
-    kept), 130 interrupted by SIGINT/SIGTERM (checkpoint saved; continue with --resume).
+    Exit codes: 0 done, 2 bad input or an output that cannot be written (the message names the
+    problem), 3 diverged (the message says which checkpoint, if any, is kept), 130 interrupted by
+    SIGINT/SIGTERM (checkpoint saved; continue with --resume).
     """
     import signal
 
     from . import config as C
     from .config_neural import grid_note
+    from .errors import OutputError
     from .rundir import RunDir
     from .train import Interrupted, train
 
     if print_defaults:
         typer.echo(C.to_toml(C.defaults(), comments=True))
         return
+    run_dir = None
     try:
+        if resume and out is None:
+            raise InputError("--resume needs --out DIR (the run directory holding the checkpoint)")
+        if resume and overwrite:
+            raise InputError("--resume and --overwrite exclude each other")
         cfg = C.load(config) if config is not None else C.defaults()
         kwargs = C.build(cfg)
-        if out is not None and out.exists() and not out.is_dir():
-            raise InputError(f"--out {str(out)!r} exists and is not a directory")
-        if resume and out is None:
-            raise InputError("--resume needs --out DIR (the run directory holding checkpoint.pt)")
-        if resume and not (out / "checkpoint.pt").is_file():
-            raise InputError(f"--resume: no checkpoint in {str(out)!r}")
-        if out is not None and not resume and (out / "result.json").exists():
-            raise InputError(f"{str(out)!r} already holds a finished run: choose another --out or use --resume")
-    except InputError as exc:
+        if out is not None:
+            run_dir = RunDir.open(out, resume=resume, overwrite=overwrite)
+    except (InputError, OutputError) as exc:
         _fail(exc, 2)
-    run_dir = None
-    created = out is not None and not out.exists()
+    except OSError as exc:
+        _fail(_os_message(exc), 2)
     checkpoint_every = kwargs.pop("checkpoint_every")
     notes = kwargs.pop("notes", [])
-    if out is not None:
-        run_dir = RunDir(out)
+    if run_dir is not None:
         kwargs.update(checkpoint=run_dir.checkpoint, checkpoint_every=checkpoint_every, resume=resume)
     stop_requested = []
 
@@ -230,6 +232,7 @@ def train_cmd(
         stop_requested.append(signum)
 
     old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    remove = False
     try:
         def start():
             if run_dir is not None:
@@ -243,29 +246,46 @@ def train_cmd(
             run_dir.write_result(res)
             run_dir.log(f"finished: excess work {res.excess_work:.6g} +- {res.excess_work_se:.2g} kT")
     except InputError as exc:
-        if created and out.exists():  # bad input found late: leave nothing behind
-            import shutil
-
-            shutil.rmtree(out)
+        remove = run_dir is not None and run_dir.created  # bad input found late: leave nothing behind
         _fail(exc, 2)
+    except (OutputError, OSError) as exc:
+        msg = str(exc) if isinstance(exc, OutputError) else _os_message(exc)
+        if run_dir is not None:
+            msg += f" ({run_dir.describe_checkpoint()})"
+        _fail(msg, 2)
     except DivergenceError as exc:
         if run_dir is not None:
-            run_dir.log(f"{exc}; last good checkpoint kept in {run_dir.checkpoint}")
-            exc = DivergenceError(exc.update, exc.quantity,
-                                  exc.cause + f". The last good checkpoint is kept in {run_dir.checkpoint}")
+            kept = run_dir.describe_checkpoint()
+            _try_log(run_dir, f"{exc}; {kept}")
+            exc = DivergenceError(exc.update, exc.quantity, f"{exc.cause}. {kept[0].upper()}{kept[1:]}")
         _fail(exc, 3)
     except Interrupted as exc:
         if run_dir is not None:
-            run_dir.log(str(exc))
+            _try_log(run_dir, str(exc))
         typer.echo(f"mindiss: {exc}" + ("; continue with --resume" if run_dir else ""), err=True)
         raise typer.Exit(130)
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
+        if run_dir is not None:
+            run_dir.close(remove=remove)
     if as_json:
         _print_json(res.to_dict())
         return
     _print_summary(res)
+
+
+def _os_message(exc: OSError) -> str:
+    """One line naming the path and the OS's reason of an OSError."""
+    where = f"{exc.filename!r}: " if getattr(exc, "filename", None) else ""
+    return f"{where}{exc.strerror or exc}"
+
+
+def _try_log(run_dir, message: str) -> None:
+    try:
+        run_dir.log(message)
+    except OSError:
+        pass
 
 
 def _print_summary(res) -> None:
