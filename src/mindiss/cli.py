@@ -116,7 +116,7 @@ def schedule_harmonic(
     theta0: Optional[str] = typer.Option(None, help="initial centre: adds the theta(t) and chain-mean path"),
     target: Optional[str] = typer.Option(None, help="data mean xbar (with --theta0)"),
     fmt: str = typer.Option("csv", "--format", help="csv or json"),
-    out: Optional[Path] = typer.Option(None, "--out", help="write to this file (atomically) instead of stdout"),
+    out: Optional[str] = typer.Option(None, "--out", help="write to this file (atomically) instead of stdout"),
 ):
     """The optimal schedule's discretised learning rates, one row per update.
 
@@ -133,6 +133,9 @@ def schedule_harmonic(
             raise InputError(f"--format must be csv or json, got {fmt!r}")
         if (theta0 is None) != (target is None):
             raise InputError("give both --theta0 and --target, or neither")
+        if out is not None and (out.strip() == "" or Path(out).is_dir()):
+            raise InputError(f"--out {out!r} " + ("is empty" if not out.strip() else "is a directory") +
+                             ": give a file path")
         sched = schedules.optimal_harmonic(variance, mobility, duration)
         disc = sched.discretise(steps)
         rows = [{"update": k + 1, "t": float(disc.t[k] + disc.dt[k]), "lr": float(disc.lr[k]), "dt": float(disc.dt[k]),
@@ -156,9 +159,13 @@ def schedule_harmonic(
     if out is None:
         sys.stdout.write(text)
     else:
+        from .errors import OutputError
         from .io import atomic_write_text
 
-        atomic_write_text(out, text)
+        try:
+            atomic_write_text(out, text)
+        except OutputError as exc:
+            _fail(exc, 2)
 
 
 def _with_path(rows, sched, variance, mobility, steps, theta0, target):
@@ -330,23 +337,46 @@ from .experiments import ORDER as _EXPERIMENTS  # noqa: E402  (light: experiment
 
 @app.command("reproduce")
 def reproduce_cmd(
-    out: Path = typer.Option(Path("mindiss-report"), "--out", help="output folder"),
+    out: str = typer.Option("mindiss-report", "--out", help="output folder (new, empty or an earlier report; "
+                            "replaced only when the new report is complete)"),
     quick: bool = typer.Option(False, "--quick", help="smaller runs (a few minutes on 2 cores)"),
     only: Optional[list[str]] = typer.Option(None, "--only", help="run only this experiment (repeat the flag for "
                                              "several): " + ", ".join(_EXPERIMENTS)),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON object"),
 ):
-    """Every result of the paper as figures, tables, results.json and report.html in OUT."""
-    from . import report
+    """Every result of the paper as figures, tables, results.json and report.html in OUT.
 
-    if out.exists() and not out.is_dir():
-        _fail(InputError(f"--out {str(out)!r} exists and is not a directory"), 2)
+    Exit codes: 0 every check passes, 1 a check or an experiment failed, 2 bad input or an output
+    folder that cannot be written (checked before any experiment runs), 130 interrupted (SIGINT or
+    SIGTERM: OUT is left as it was; the partial report is discarded).
+    """
+    import signal
+
+    from . import report
+    from .errors import OutputError
+
+    if out.strip() == "":
+        _fail(InputError("--out must name a report folder, got an empty path"), 2)
+    out = Path(out)
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    old_term = signal.signal(signal.SIGTERM, on_term)
     try:
         results = report.reproduce(out, only, quick=quick,
                                    show_progress=not quiet and not as_json and sys.stderr.isatty())
-    except InputError as exc:
+    except (InputError, OutputError) as exc:
         _fail(exc, 2)
+    except OSError as exc:
+        _fail(_os_message(exc), 2)
+    except KeyboardInterrupt:
+        typer.echo(f"mindiss: reproduce interrupted: the partial report was discarded and {str(out)!r} was left "
+                   "as it was", err=True)
+        raise typer.Exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
     s = results["summary"]
     if as_json:
         _print_json({"out": str(out), **s, "status": {k: e["status"] for k, e in results["experiments"].items()}})
