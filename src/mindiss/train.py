@@ -302,6 +302,7 @@ def train(energy: Energy, data, *, schedule, theta0, mobility: float = 1.0, dura
                         _retune(run, schedule, n_steps, 0)
             if ck is not None and ck["run"] is not None and ck["run"]["replica"] == replica:
                 _ck.restore(run, ck["run"], "run")
+                _ck.restore(sampler_obj, ck["sampler"], "sampler")   # pilot runs above counted again
             run.replica = replica
             tick = _progress_tick(bar, task, replica * n_updates) if bar is not None else None
             # observers run on every rank (they may read collective statistics of sharded chains)
