@@ -247,13 +247,12 @@ def describe(path) -> str | None:
         if not exists(p):
             return None
         done = sum(1 for n in os.listdir(p) if _REPLICA_RE.match(n))
-        where = ""
         if (p / RUN_FILE).is_file():
             meta, _ = _header((p / RUN_FILE).read_bytes(), RUN_FILE)
             head = json.loads(meta["mindiss"])
             if head.get("n_completed") == done and head.get("update") is not None:
-                where = f", replica {head['replica']} at update {head['update']}"
-        return f"{done} finished replica(s){where}"
+                return f"replica {head['replica']} at update {head['update']}, after {done} finished replica(s)"
+        return f"{done} finished replica(s)"
     except (OSError, InputError, ValueError, KeyError, TypeError):
         return "a checkpoint that cannot be read"
 

@@ -258,7 +258,7 @@ def train_cmd(
     except (OutputError, OSError) as exc:
         msg = str(exc) if isinstance(exc, OutputError) else _os_message(exc)
         if run_dir is not None:
-            msg += f" ({run_dir.describe_checkpoint()})"
+            msg += f" ({run_dir.describe_checkpoint('; continue with --resume once the cause is fixed')})"
         _fail(msg, 2)
     except DivergenceError as exc:
         if run_dir is not None:

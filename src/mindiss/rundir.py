@@ -143,12 +143,12 @@ class RunDir:
                 shutil.rmtree(self.checkpoint)
         atomic_write_text(self.path / "config.toml", config_text)
 
-    def describe_checkpoint(self) -> str:
+    def describe_checkpoint(self, hint: str = "") -> str:
         """What the checkpoint folder holds now, in words (for messages that must be true)."""
         what = _ck.describe(self.checkpoint)
         if what is None:
             return f"no checkpoint was written in {self.checkpoint} before this point"
-        return f"the last checkpoint ({what}) is kept in {self.checkpoint}; continue it with --resume"
+        return f"the last checkpoint ({what}) is kept in {self.checkpoint}{hint}"
 
     def log(self, message: str) -> None:
         now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
