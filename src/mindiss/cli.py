@@ -116,7 +116,7 @@ def schedule_harmonic(
     theta0: Optional[str] = typer.Option(None, help="initial centre: adds the theta(t) and chain-mean path"),
     target: Optional[str] = typer.Option(None, help="data mean xbar (with --theta0)"),
     fmt: str = typer.Option("csv", "--format", help="csv or json"),
-    out: Optional[str] = typer.Option(None, "--out", help="write to this file (atomically) instead of stdout"),
+    out: Optional[str] = typer.Option(None, "--out", metavar="FILE", help="write to this file (atomically) instead of stdout"),
 ):
     """The optimal schedule's discretised learning rates, one row per update.
 
@@ -189,7 +189,7 @@ def _with_path(rows, sched, variance, mobility, steps, theta0, target):
 @app.command("train")
 def train_cmd(
     config: Optional[Path] = typer.Argument(None, help="TOML config; built-in defaults when omitted"),
-    out: Optional[str] = typer.Option(None, "--out", help="run directory: config.toml, checkpoint/, "
+    out: Optional[str] = typer.Option(None, "--out", metavar="DIR", help="run directory: config.toml, checkpoint/, "
                                       "result.json, history.csv, figures/, run.log (locked while the run lasts)"),
     resume: bool = typer.Option(False, "--resume", help="continue from the checkpoint in --out"),
     overwrite: bool = typer.Option(False, "--overwrite", help="discard an earlier run (finished or interrupted) "
@@ -337,7 +337,7 @@ from .experiments import ORDER as _EXPERIMENTS  # noqa: E402  (light: experiment
 
 @app.command("reproduce")
 def reproduce_cmd(
-    out: str = typer.Option("mindiss-report", "--out", help="output folder (new, empty or an earlier report; "
+    out: str = typer.Option("mindiss-report", "--out", metavar="DIR", help="output folder (new, empty or an earlier report; "
                             "replaced only when the new report is complete)"),
     quick: bool = typer.Option(False, "--quick", help="smaller runs (a few minutes on 2 cores)"),
     only: Optional[list[str]] = typer.Option(None, "--only", help="run only this experiment (repeat the flag for "
