@@ -150,6 +150,8 @@ def _mutations():
 
 def _mutate(raw: bytes, m) -> bytes:
     kind, i, v = m
+    if not raw and kind != "insert":
+        return raw
     i = i % (len(raw) + (kind == "insert"))
     if kind == "flip":
         b = bytearray(raw)
