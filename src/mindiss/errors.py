@@ -1,4 +1,5 @@
-"""Exceptions with messages that name the problem (the CLI maps them to exit code 2)."""
+"""Exceptions with messages that name the problem (the CLI maps InputError and OutputError to exit code 2,
+DivergenceError to 3)."""
 from __future__ import annotations
 
 
@@ -8,6 +9,12 @@ class MindissError(Exception):
 
 class InputError(MindissError, ValueError):
     """Bad input: a value, shape, key or combination that mindiss refuses before any work."""
+
+
+class OutputError(MindissError, OSError):
+    """An output could not be written (read-only folder, full disk, a directory in the way, a lock
+    held by another run): the message names the path and the operating system's reason. The CLI
+    maps it to exit code 2; nothing partial is left (writes are atomic)."""
 
 
 class DivergenceError(MindissError, FloatingPointError):

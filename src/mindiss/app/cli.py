@@ -134,8 +134,11 @@ def _schedule_rows(disc) -> list[dict]:
              "impulse": bool(disc.is_impulse[k])} for k in range(disc.n_updates)]
 
 
-def _write_schedule(rows: list[dict], header: dict, fmt: str, out: Optional[Path]) -> None:
+def _write_schedule(rows: list[dict], header: dict, fmt: str, out: Optional[str]) -> None:
     """The rows as CSV (vectors joined by ';') or one JSON object, to ``out`` (atomically) or stdout."""
+    if out is not None and (out.strip() == "" or Path(out).is_dir()):
+        _fail(InputError(f"--out {out!r} " + ("is empty" if not out.strip() else "is a directory") +
+                         ": give a file path"), 2)
     if fmt == "json":
         text = json.dumps({**header, "rows": rows}, indent=1) + "\n"
     else:
@@ -149,9 +152,13 @@ def _write_schedule(rows: list[dict], header: dict, fmt: str, out: Optional[Path
     if out is None:
         sys.stdout.write(text)
     else:
+        from ..errors import OutputError
         from ..io import atomic_write_text
 
-        atomic_write_text(out, text)
+        try:
+            atomic_write_text(out, text)
+        except OutputError as exc:
+            _fail(exc, 2)
 
 
 def _check_format(fmt: str) -> None:
@@ -171,7 +178,7 @@ def schedule_harmonic(
                              "W_ex = k D^2 / (2 + 2 n tanh(mu T / (2 n s)))); midpoint: the continuous optimum "
                              "discretised by the midpoint rule (misses the target by O(1/n))"),
     fmt: str = typer.Option("csv", "--format", help="csv or json"),
-    out: Optional[Path] = typer.Option(None, "--out", help="write to this file (atomically) instead of stdout"),
+    out: Optional[str] = typer.Option(None, "--out", metavar="FILE", help="write to this file (atomically) instead of stdout"),
 ):
     """The optimal schedule's learning rates for n interior updates, one row per update.
 
@@ -194,6 +201,9 @@ def schedule_harmonic(
             raise InputError(f"--kind must be exact or midpoint, got {kind!r}")
         if (theta0 is None) != (target is None):
             raise InputError("give both --theta0 and --target, or neither")
+        if out is not None and (out.strip() == "" or Path(out).is_dir()):
+            raise InputError(f"--out {out!r} " + ("is empty" if not out.strip() else "is a directory") +
+                             ": give a file path")
         from ..errors import require_positive_int
 
         require_positive_int("n_steps", steps)
@@ -241,7 +251,7 @@ def schedule_gaussian(
     duration: float = typer.Option(..., help="training duration T (> 0)"),
     steps: int = typer.Option(..., max=MAX_SCHEDULE_STEPS, help="interior updates n (n + 2 updates with the impulses)"),
     fmt: str = typer.Option("csv", "--format", help="csv or json"),
-    out: Optional[Path] = typer.Option(None, "--out", help="write to this file (atomically) instead of stdout"),
+    out: Optional[str] = typer.Option(None, "--out", metavar="FILE", help="write to this file (atomically) instead of stdout"),
 ):
     """The learnable-variance optimum (centre and variance learned; theory.md section 6) as n updates.
 
@@ -303,7 +313,7 @@ def schedule_numerical(
     data_variance: Optional[float] = typer.Option(None, help="data variance (harmonic, gaussian)"),
     grid: Optional[str] = typer.Option(None, help="lo,hi,n_points of the Fokker-Planck grid (default: chosen)"),
     fmt: str = typer.Option("csv", "--format", help="csv or json"),
-    out: Optional[Path] = typer.Option(None, "--out", help="write to this file (atomically) instead of stdout"),
+    out: Optional[str] = typer.Option(None, "--out", metavar="FILE", help="write to this file (atomically) instead of stdout"),
 ):
     """The optimal n-update schedule of a 1-D energy on its model (optimal.optimise_1d), landing on the
     maximum-likelihood parameters: W_ex minimised over the theta path (exact moments for harmonic and
@@ -387,9 +397,11 @@ def _load_samples(path: Path):
 @app.command("train")
 def train_cmd(
     config: Optional[Path] = typer.Argument(None, help="TOML config; built-in defaults when omitted"),
-    out: Optional[Path] = typer.Option(None, "--out", help="run directory: config.toml, checkpoint.pt, "
-                                       "result.json, history.csv, figures/, run.log"),
+    out: Optional[str] = typer.Option(None, "--out", metavar="DIR", help="run directory: config.toml, checkpoint/, "
+                                      "result.json, history.csv, figures/, run.log (locked while the run lasts)"),
     resume: bool = typer.Option(False, "--resume", help="continue from the checkpoint in --out"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="discard an earlier run (finished or interrupted) "
+                                   "in --out"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
     print_defaults: bool = typer.Option(False, "--print-defaults", help="print a complete commented config and exit"),
@@ -400,8 +412,9 @@ def train_cmd(
 ):
     """Train a persistent-chain EBM with a learning-rate schedule and report its thermodynamic ledger.
 
-    Exit codes: 0 done, 2 bad input (nothing written), 3 diverged (the last good checkpoint is
-    kept), 130 interrupted by SIGINT/SIGTERM (checkpoint saved; continue with --resume).
+    Exit codes: 0 done, 2 bad input or an output that cannot be written (the message names the
+    problem), 3 diverged (the message says which checkpoint, if any, is kept), 130 interrupted by
+    SIGINT/SIGTERM (checkpoint saved; continue with --resume).
     """
     import signal
 
@@ -410,32 +423,31 @@ def train_cmd(
     if print_defaults:
         typer.echo(C.to_toml(C.defaults(), comments=True))
         return
+    run_dir = None
     try:
+        if resume and out is None:
+            raise InputError("--resume needs --out DIR (the run directory holding the checkpoint)")
+        if resume and overwrite:
+            raise InputError("--resume and --overwrite exclude each other")
         cfg = C.resolve(C.apply_overrides(C.read_raw(config) if config is not None else {}, overrides))
     except InputError as exc:      # before torch is imported: a bad config answers at once
         _fail(exc, 2)
     from .config_neural import grid_note
+    from ..errors import OutputError
     from .rundir import RunDir
     from ..core.train import Interrupted, train
 
     try:
         kwargs = C.build(cfg)
-        if out is not None and out.exists() and not out.is_dir():
-            raise InputError(f"--out {str(out)!r} exists and is not a directory")
-        if resume and out is None:
-            raise InputError("--resume needs --out DIR (the run directory holding checkpoint.pt)")
-        if resume and not (out / "checkpoint.pt").is_file():
-            raise InputError(f"--resume: no checkpoint in {str(out)!r}")
-        if out is not None and not resume and (out / "result.json").exists():
-            raise InputError(f"{str(out)!r} already holds a finished run: choose another --out or use --resume")
-    except InputError as exc:
+        if out is not None:
+            run_dir = RunDir.open(out, resume=resume, overwrite=overwrite)
+    except (InputError, OutputError) as exc:
         _fail(exc, 2)
-    run_dir = None
-    created = out is not None and not out.exists()
+    except OSError as exc:
+        _fail(_os_message(exc), 2)
     checkpoint_every = kwargs.pop("checkpoint_every")
     notes = kwargs.pop("notes", [])
-    if out is not None:
-        run_dir = RunDir(out)
+    if run_dir is not None:
         kwargs.update(checkpoint=run_dir.checkpoint, checkpoint_every=checkpoint_every, resume=resume)
     stop_requested = []
 
@@ -443,6 +455,7 @@ def train_cmd(
         stop_requested.append(signum)
 
     old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    remove = False
     try:
         def start():
             if run_dir is not None:
@@ -459,25 +472,29 @@ def train_cmd(
             run_dir.write_result(res)
             run_dir.log(f"finished: excess work {res.excess_work:.6g} +- {res.excess_work_se:.2g} kT")
     except InputError as exc:
-        if created and out.exists():  # bad input found late: leave nothing behind
-            import shutil
-
-            shutil.rmtree(out)
+        remove = run_dir is not None and run_dir.created  # bad input found late: leave nothing behind
         _fail(exc, 2)
+    except (OutputError, OSError) as exc:
+        msg = str(exc) if isinstance(exc, OutputError) else _os_message(exc)
+        if run_dir is not None:
+            msg += f" ({run_dir.describe_checkpoint('; continue with --resume once the cause is fixed')})"
+        _fail(msg, 2)
     except DivergenceError as exc:
         if run_dir is not None:
-            run_dir.log(f"{exc}; last good checkpoint kept in {run_dir.checkpoint}")
-            exc = DivergenceError(exc.update, exc.quantity,
-                                  exc.cause + f". The last good checkpoint is kept in {run_dir.checkpoint}")
+            kept = run_dir.describe_checkpoint()
+            _try_log(run_dir, f"{exc}; {kept}")
+            exc = DivergenceError(exc.update, exc.quantity, f"{exc.cause}. {kept[0].upper()}{kept[1:]}")
         _fail(exc, 3)
     except Interrupted as exc:
         if run_dir is not None:
-            run_dir.log(str(exc))
+            _try_log(run_dir, str(exc))
         typer.echo(f"mindiss: {exc}" + ("; continue with --resume" if run_dir else ""), err=True)
         raise typer.Exit(130)
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
+        if run_dir is not None:
+            run_dir.close(remove=remove)
     if as_json:
         _print_json(res.to_dict())
         return
@@ -504,6 +521,19 @@ def _plain_progress(stop, planned: int, every: float = 10.0):
         return stop()
 
     return check
+
+
+def _os_message(exc: OSError) -> str:
+    """One line naming the path and the OS's reason of an OSError."""
+    where = f"{exc.filename!r}: " if getattr(exc, "filename", None) else ""
+    return f"{where}{exc.strerror or exc}"
+
+
+def _try_log(run_dir, message: str) -> None:
+    try:
+        run_dir.log(message)
+    except OSError:
+        pass
 
 
 def _print_summary(res) -> None:
@@ -548,23 +578,46 @@ from .experiments import ORDER as _EXPERIMENTS  # noqa: E402  (light: experiment
 
 @app.command("reproduce")
 def reproduce_cmd(
-    out: Path = typer.Option(Path("mindiss-report"), "--out", help="output folder"),
+    out: str = typer.Option("mindiss-report", "--out", metavar="DIR", help="output folder (new, empty or an earlier report; "
+                            "replaced only when the new report is complete)"),
     quick: bool = typer.Option(False, "--quick", help="smaller runs (a few minutes on 2 cores)"),
     only: Optional[list[str]] = typer.Option(None, "--only", help="run only this experiment (repeat the flag for "
                                              "several): " + ", ".join(_EXPERIMENTS)),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON object"),
 ):
-    """Every result of the paper as figures, tables, results.json and report.html in OUT."""
-    from . import report
+    """Every result of the paper as figures, tables, results.json and report.html in OUT.
 
-    if out.exists() and not out.is_dir():
-        _fail(InputError(f"--out {str(out)!r} exists and is not a directory"), 2)
+    Exit codes: 0 every check passes, 1 a check or an experiment failed, 2 bad input or an output
+    folder that cannot be written (checked before any experiment runs), 130 interrupted (SIGINT or
+    SIGTERM: OUT is left as it was; the partial report is discarded).
+    """
+    import signal
+
+    from . import report
+    from .errors import OutputError
+
+    if out.strip() == "":
+        _fail(InputError("--out must name a report folder, got an empty path"), 2)
+    out = Path(out)
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    old_term = signal.signal(signal.SIGTERM, on_term)
     try:
         results = report.reproduce(out, only, quick=quick,
                                    show_progress=not quiet and not as_json and sys.stderr.isatty())
-    except InputError as exc:
+    except (InputError, OutputError) as exc:
         _fail(exc, 2)
+    except OSError as exc:
+        _fail(_os_message(exc), 2)
+    except KeyboardInterrupt:
+        typer.echo(f"mindiss: reproduce interrupted: the partial report was discarded and {str(out)!r} was left "
+                   "as it was", err=True)
+        raise typer.Exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
     s = results["summary"]
     if as_json:
         _print_json({"out": str(out), **s, "status": {k: e["status"] for k, e in results["experiments"].items()}})

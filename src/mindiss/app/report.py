@@ -1,13 +1,17 @@
 """``reproduce``: run the experiments, save figures/tables/results.json and a static report.html.
 
 Every file is written atomically. A failing experiment is recorded (with its error) and the
-others still run; the caller turns ``summary['ok'] == False`` into a non-zero exit code.
+others still run; the caller turns ``summary['ok'] == False`` into a non-zero exit code. The
+report is built in a staging folder beside ``out`` and moved into place only when complete, so
+an interrupted reproduction leaves ``out`` as it was (``_report_folder``).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import html
 import io
+import os
 import time
 import traceback
 from pathlib import Path
@@ -151,7 +155,93 @@ def reproduce(out, names=None, quick: bool = False, show_progress: bool = False)
     import matplotlib
 
     matplotlib.use("Agg")
-    out.mkdir(parents=True, exist_ok=True)
+    with _report_folder(out) as staging:
+        return _reproduce_into(staging, names, quick, show_progress)
+
+
+#: what a report folder holds; an existing --out with anything else is not replaced
+REPORT_ENTRIES = frozenset({"results.json", "report.html", "figures", "tables"})
+
+
+@contextlib.contextmanager
+def _report_folder(out: Path):
+    """A staging folder beside ``out`` that becomes ``out`` when the report is complete.
+
+    Checked before any experiment runs: ``out`` must be new, empty or an earlier report (only
+    REPORT_ENTRIES), and its parent writable. The report is built in ``.NAME.incomplete-XXXX``
+    and renamed into place at the end; on any exception or interrupt (SIGINT: KeyboardInterrupt)
+    the staging folder is removed and ``out`` is left exactly as it was. A lock beside ``out``
+    (``.NAME.lock``) keeps two reproductions from racing; under it, staging folders that killed
+    runs left behind are removed."""
+    import shutil
+    import tempfile
+
+    from filelock import FileLock, Timeout
+
+    from .errors import InputError, OutputError
+    from .io import os_reason
+
+    if str(out).strip() in ("", "."):
+        raise InputError(f"--out must name a report folder, got {str(out)!r}")
+    if out.is_symlink() and not out.exists():
+        raise InputError(f"--out {str(out)!r} is a dangling symbolic link")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {str(out)!r} exists and is not a directory")
+    here = Path.cwd().resolve()
+    if out.exists() and (out.resolve() == here or out.resolve() in here.parents):
+        raise InputError(f"--out {str(out)!r} is the current directory or holds it: choose a report folder")
+    if out.is_dir():
+        try:
+            extra = sorted(set(os.listdir(out)) - REPORT_ENTRIES)
+        except OSError as exc:
+            raise OutputError(f"cannot read --out {str(out)!r}: {os_reason(exc)}") from None
+        if extra:
+            raise InputError(f"--out {str(out)!r} is not an earlier report (it holds {', '.join(map(repr, extra[:3]))}"
+                             f"{' ...' if len(extra) > 3 else ''}): choose a new or empty folder")
+    parent = out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(parent / f".{out.name}.lock"), timeout=0)
+        lock.acquire()
+    except Timeout:
+        raise InputError(f"another mindiss reproduce is writing {str(out)!r}: wait for it to finish") from None
+    except OSError as exc:
+        raise OutputError(f"cannot write the report folder {str(out)!r}: {os_reason(exc)}") from None
+    staging = None
+    try:
+        for name in os.listdir(parent):   # left by a killed run (we hold the lock: no live run owns them)
+            if name.startswith((f".{out.name}.incomplete-", f".{out.name}.old-")):
+                shutil.rmtree(parent / name, ignore_errors=True)
+        try:
+            staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.incomplete-", dir=parent))
+            if out.is_dir() and not os.access(out, os.W_OK | os.X_OK):
+                raise PermissionError(13, "Permission denied")
+        except OSError as exc:
+            raise OutputError(f"cannot write the report folder {str(out)!r}: {os_reason(exc)}") from None
+        os.chmod(staging, 0o777 & ~_umask())
+        yield staging
+        old = None
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=parent))
+            os.replace(out, old / "report")
+        os.replace(staging, out)
+        staging = None
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        lock.release()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _reproduce_into(out: Path, names: list, quick: bool, show_progress: bool) -> dict:
+    """Run ``names`` into the folder ``out`` (the staging folder of ``reproduce``)."""
     start = time.perf_counter()
     experiments = {}
     bar = None

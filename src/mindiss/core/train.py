@@ -82,11 +82,13 @@ def _run(plan: Plan) -> TrainResult:
     n_updates = plan.n_updates
     fp = _fingerprint(plan)
     ck = comm.from_root(lambda: _ck.load(plan.checkpoint, fp)) if plan.resume else None
+    writer = (_ck.Writer(plan.checkpoint, fp, fresh=not plan.resume, n_done=len(ck["completed"]) if ck else 0)
+              if plan.checkpoint and comm.rank == 0 else None)
     if plan.on_start is not None and comm.rank == 0:
         plan.on_start()
     summaries = list(ck["completed"]) if ck else []
     if ck:
-        sampler.load_state_dict(ck["sampler"])
+        _ck.restore(sampler, ck["sampler"], "sampler")
     counters = sampler.state_dict()   # the sampler's counters when last common to all ranks
     stop = plan.stop
     if stop is not None and comm.world > 1:
@@ -107,8 +109,8 @@ def _run(plan: Plan) -> TrainResult:
     def save(run):
         payload = {"completed": summaries, "run": None if run is None else run.state_dict(),
                    "sampler": _dist.reduce_counters(sampler, counters, comm)}
-        if comm.rank == 0:
-            _ck.save(plan.checkpoint, payload, fp)
+        if writer is not None:
+            writer.save(payload)
 
     if stop is not plan.stop:
         import dataclasses
@@ -121,7 +123,8 @@ def _run(plan: Plan) -> TrainResult:
             resumed = ck is not None and ck["run"] is not None and ck["run"]["replica"] == replica
             run = _start_replica(plan, replica, chain_seed, data_seed, resumed)
             if resumed:
-                run.load_state_dict(ck["run"])
+                _ck.restore(run, ck["run"], "run")
+                _ck.restore(sampler, ck["sampler"], "sampler")   # pilot runs in _start_replica counted again
             run.replica = replica
             tick = _progress_tick(bar, task, replica * n_updates) if bar is not None else None
             # observers run on every rank (they may read collective statistics of sharded chains)

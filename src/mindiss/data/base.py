@@ -62,23 +62,83 @@ class Dataset:
         return self.mean.numel()
 
 
+def _check_path(p: Path) -> None:
+    """InputError unless ``p`` is a readable regular file, naming what it is instead."""
+    import errno
+    import stat
+
+    try:
+        st = p.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputError(f"data file {str(p)!r} is a symbolic-link loop") from None
+        if exc.errno == errno.ENOENT:
+            dangling = p.is_symlink()
+            raise InputError(f"data file {str(p)!r} " + ("is a dangling symbolic link" if dangling
+                                                          else "does not exist")) from None
+        raise InputError(f"cannot read data file {str(p)!r}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(f"data file {str(p)!r} is a directory, not a file")
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
+                else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "not a regular file")
+        raise InputError(f"data file {str(p)!r} is {kind}, not a regular file")
+
+
+def _check_dtype(dtype, where: str) -> None:
+    """Samples are real numbers: refuse complex, structured, string, object and other dtypes."""
+    if dtype.names is not None or dtype.kind == "V":
+        raise InputError(f"{where} has a structured dtype {dtype}: give a plain (n_samples, d) array of numbers")
+    if dtype.kind == "c":
+        raise InputError(f"{where} has complex values (dtype {dtype}): samples must be real numbers")
+    if dtype.kind not in "biuf":
+        raise InputError(f"{where} has dtype {dtype}, not numbers: samples must be real numbers")
+
+
 def load(path) -> torch.Tensor:
     """Samples from a .npy or .csv file (rows = samples, columns = dimensions)."""
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"data file {str(p)!r} does not exist")
+    if str(path).strip() == "":
+        raise InputError("data file path is empty")
+    if p.suffix not in (".npy", ".csv"):
+        raise InputError(f"data file {str(p)!r}: use a .npy or .csv file")
+    _check_path(p)
     try:
         if p.suffix == ".npy":
-            arr = np.load(p, allow_pickle=False)
-        elif p.suffix == ".csv":
-            arr = np.loadtxt(p, delimiter=",", ndmin=2)
+            with open(p, "rb") as fh:
+                if fh.read(6) != b"\x93NUMPY":
+                    raise InputError(f"data file {str(p)!r} is not a NumPy .npy file (no .npy header)")
+            try:
+                arr = np.load(p, allow_pickle=False)
+            except ValueError as exc:
+                if "pickle" in str(exc):
+                    raise InputError(f"data file {str(p)!r} holds Python objects (pickled data), which mindiss "
+                                     "never loads: save the samples as a numeric array") from None
+                raise
         else:
-            raise InputError(f"data file {str(p)!r}: use a .npy or .csv file")
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")   # an empty file is refused below, by its shape
+                arr = np.loadtxt(p, delimiter=",", ndmin=2)
     except InputError:
         raise
     except Exception as exc:  # unreadable or malformed file
-        raise InputError(f"cannot read data file {str(p)!r}: {exc}") from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"cannot read data file {str(p)!r}: {reason[:300]}") from None
+    if not isinstance(arr, np.ndarray):
+        raise InputError(f"data file {str(p)!r} does not hold one array")
+    _check_dtype(arr.dtype, f"data file {str(p)!r}")
     return torch.as_tensor(np.asarray(arr, dtype=float))
+
+
+def _check_magnitude(x: torch.Tensor) -> None:
+    """InputError if the data's moments overflow float64 (finite data such as 1e308 whose square does not)."""
+    m2 = (x * x).mean(0)
+    if not bool(torch.isfinite(m2).all()) or not bool(torch.isfinite(x.mean(0)).all()):
+        big = float(x.abs().max())
+        raise InputError(f"data values are too large for float64 arithmetic (max |x| = {big:.3g}: the mean of x^2 "
+                         "overflows); rescale the data")
 
 
 def as_dataset(data, dim: int, *, device="cpu") -> Dataset:
@@ -91,11 +151,16 @@ def as_dataset(data, dim: int, *, device="cpu") -> Dataset:
     else:
         if isinstance(data, (str, Path)):
             data = load(data)
+        if torch.is_tensor(data) and (data.is_complex() or not (data.dtype.is_floating_point or data.dtype in (
+                torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64))):
+            raise InputError(f"data must hold real numbers, got a tensor of dtype {data.dtype}")
+        if isinstance(data, np.ndarray):
+            _check_dtype(data.dtype, "data")
         try:
             x = torch.as_tensor(np.asarray(data, dtype=float) if not torch.is_tensor(data) else data)
         except (TypeError, ValueError):
             raise InputError(f"data must be samples, a file path or md.data.Gaussian, got {type(data).__name__}") from None
-        x = x.to(torch.float64)
+        x = x.detach().to(torch.float64)
         if x.ndim == 1 and dim == 1:
             x = x[:, None]
         if x.ndim != 2 or x.shape[0] == 0:
@@ -103,6 +168,7 @@ def as_dataset(data, dim: int, *, device="cpu") -> Dataset:
         if not bool(torch.isfinite(x).all()):
             bad = int((~torch.isfinite(x)).any(1).nonzero()[0])
             raise InputError(f"data contains NaN or infinite values (first at row {bad})")
+        _check_magnitude(x)
         mean = x.mean(0)
         ds = Dataset(mean, ((x - mean) ** 2).mean(0), x, False)
     if ds.dim != dim:

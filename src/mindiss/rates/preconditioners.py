@@ -123,11 +123,16 @@ class Preconditioner:
     def report(self) -> dict:
         return {"name": self.name}
 
+    #: attributes that ``start()`` rebuilds from the run's inputs: never part of a checkpoint
+    #: (a checkpoint holds tensors and plain data, not objects such as the energy)
+    rebuilt = ("energy",)
+
     def state_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items()}
+        return {k: v for k, v in self.__dict__.items() if k not in self.rebuilt}
 
     def load_state_dict(self, sd: dict) -> None:
-        self.__dict__.update(sd)
+        self.__dict__.update({k: v for k, v in sd.items()
+                              if k not in self.rebuilt and not callable(getattr(type(self), k, None))})
 
 
 def _damping_value(damping, matrix_scale: float, relative: float) -> float:
