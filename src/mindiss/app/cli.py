@@ -595,7 +595,7 @@ def reproduce_cmd(
     import signal
 
     from . import report
-    from .errors import OutputError
+    from ..errors import OutputError
 
     if out.strip() == "":
         _fail(InputError("--out must name a report folder, got an empty path"), 2)

@@ -178,8 +178,8 @@ def _report_folder(out: Path):
 
     from filelock import FileLock, Timeout
 
-    from .errors import InputError, OutputError
-    from .io import os_reason
+    from ..errors import InputError, OutputError
+    from ..io import os_reason
 
     if str(out).strip() in ("", "."):
         raise InputError(f"--out must name a report folder, got {str(out)!r}")
