@@ -77,6 +77,22 @@ class _AliasFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def exec_module(self, module):
         pass
 
+    def _new_name(self, fullname: str) -> str:
+        old = fullname[len("mindiss."):]
+        for o, n in MOVED.items():
+            if old == o or old.startswith(o + "."):
+                return "mindiss." + n + old[len(o):]
+        raise ImportError(fullname)
+
+    def get_code(self, fullname):
+        """``python -m mindiss.cli`` (runpy): the code of the module's new place."""
+        new = self._new_name(fullname)
+        return compile(f"import runpy\nrunpy.run_module({new!r}, run_name='__main__', alter_sys=True)\n",
+                       f"<mindiss alias {fullname}>", "exec")
+
+    def is_package(self, fullname) -> bool:
+        return importlib.util.find_spec(self._new_name(fullname)).submodule_search_locations is not None
+
 
 def install() -> None:
     if not any(isinstance(f, _AliasFinder) for f in sys.meta_path):

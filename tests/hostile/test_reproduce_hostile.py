@@ -15,7 +15,8 @@ def _fake_run(calls, interrupt_at):
         (out / "tables").mkdir(exist_ok=True)
         (out / "tables" / f"{name}.csv").write_text("a\n1\n")
         return {"title": name, "claim": "", "caption": "", "command": "", "status": "passed", "error": None,
-                "numbers": {}, "checks": [], "tables": [], "figures": [], "parameters": {}, "notes": [],
+                "numbers": {}, "checks": [], "check_kinds": {}, "external_share": None, "tables": [], "figures": [],
+                "parameters": {}, "notes": [],
                 "seconds": 0.0}
     return run_experiment
 

@@ -58,7 +58,7 @@ def test_second_run_into_a_locked_directory_exits_2_with_the_pid(tmp_path, cfg, 
 def test_a_killed_runs_lock_does_not_block_resume(tmp_path, cfg, run_cli):
     """The lock is an OS lock: SIGKILL of its holder releases it; the stale pid file is harmless."""
     out = tmp_path / "run"
-    first = subprocess.run([sys.executable, "-m", "mindiss.cli", "train", str(cfg), "--out", str(out), "--quiet"],
+    first = subprocess.run([sys.executable, "-m", "mindiss.app.cli", "train", str(cfg), "--out", str(out), "--quiet"],
                            capture_output=True, text=True, env=ENV)
     assert first.returncode == 0, first.stderr
     (out / "result.json").unlink()

@@ -560,7 +560,7 @@ def _cross_rules(out: dict, given: dict, problems: _Problems) -> None:
     problem = backend_problem(dyn["backend"], quadratic=not (family or neural), dim=e.get("dim") or 1,
                               energy_name=f"'{kind}'")   # the library's one statement of the backend rules
     if problem and dyn["backend"] == "moments":
-        cross(["dynamics.backend", "energy.kind"], f"dynamics.{problem}")
+        cross(["dynamics.backend", "energy.kind"], problem.replace("backend 'moments'", "dynamics.backend = 'moments'"))
     for table, name in (("energy", "theta0"), ("energy", "mean0"), ("energy", "variance0"), ("data", "mean"),
                         ("data", "variance")):
         v = out[table].get(name)
