@@ -557,6 +557,11 @@ def _cross_rules(out: dict, given: dict, problems: _Problems) -> None:
         cross(["schedule.final_error", "energy.kind"], "schedule.final_error needs energy.kind = 'harmonic'")
     if d["kind"] == "model" and not family:
         cross(["data.kind", "energy.kind"], "data.kind = 'model' needs a 1-D family energy (double_well or quartic)")
+    if s.get("preconditioner") == "friction-exact" and (family or neural) and dyn["backend"] != "fokker_planck":
+        cross(["schedule.preconditioner", "energy.kind", "dynamics.backend"],
+              f"schedule.preconditioner = 'friction-exact' with energy.kind = '{kind}' needs dynamics.backend = "
+              "'fokker_planck' (the exact friction tensor of a non-quadratic energy comes from the grid generator); "
+              "use 'friction-pilot' on particles")
     problem = backend_problem(dyn["backend"], quadratic=not (family or neural), dim=e.get("dim") or 1,
                               energy_name=f"'{kind}'")   # the library's one statement of the backend rules
     if problem and dyn["backend"] == "moments":

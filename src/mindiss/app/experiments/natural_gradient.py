@@ -40,8 +40,8 @@ CLAIM = ("The learning-rate matrix alpha(t) I^-1, with I and tau estimated from 
 CAPTION = ("(a, b) Parameter trajectories on contours of the true loss L(theta) (double well on the "
            "Fokker-Planck backend; learnable-variance Gaussian on the moments backend, in natural "
            "parameters); the star is the maximum-likelihood point. (c, d) Excess work against final true "
-           "loss minus its minimum, for each schedule family over a scan of its scale (thin lines, in scale "
-           "order) and at the scale tuned to the common final loss (markers); (d) also the learnable-variance "
+           "loss minus its minimum, for each schedule family over a scan of its scale (dots, one per "
+           "scale) and at the scale tuned to the common final loss (circles); (d) also the learnable-variance "
            "Pareto front (thick grey, sorted by loss); lower-left is better.")
 
 MU = 1.0
@@ -385,7 +385,8 @@ def plot(result: ExperimentResult):
         for fam, scan in e["scans"].items():
             ok = np.isfinite(scan[:, 1]) & np.isfinite(scan[:, 2]) & (scan[:, 1] > 0)
             color = COLORS[fam]
-            ax.plot(scan[ok, 1], scan[ok, 2], "-", color=color, lw=1.8 if color == "k" else 1, alpha=0.8)
+            # one dot per scanned scale: joining them in scale order drew vertical spikes (not a curve)
+            ax.plot(scan[ok, 1], scan[ok, 2], ".", ms=4, color=color, alpha=0.7, label=f"{fam} (scan of scales)")
             if fam in e["tuned"]:
                 c, r, gap = e["tuned"][fam]
                 ax.plot(gap, r.excess_work, "o", color=color, label=f"{fam} (tuned)")
