@@ -237,10 +237,12 @@ def train_cmd(
                 run_dir.log("resumed from checkpoint" if resume else "started")
 
         progress = not quiet and not as_json and sys.stderr.isatty()
-        res = train(**kwargs, progress=progress, stop=lambda: bool(stop_requested), on_start=start)
+        network = cfg["energy"]["kind"] in ("mlp", "rbm")   # keep the chains for the saved model
+        res = train(**kwargs, progress=progress, stop=lambda: bool(stop_requested), on_start=start,
+                    keep_chains=network)
         res.notes.extend(notes + [n for n in [grid_note(kwargs["energy"], res.replica_theta_final[0])] if n])
         if run_dir is not None:
-            run_dir.write_result(res)
+            run_dir.write_result(res, model=(cfg, kwargs["energy"], kwargs["data"]) if network else None)
             run_dir.log(f"finished: excess work {res.excess_work:.6g} +- {res.excess_work_se:.2g} kT")
     except InputError as exc:
         if created and out.exists():  # bad input found late: leave nothing behind
@@ -263,7 +265,11 @@ def train_cmd(
         for sig, handler in old.items():
             signal.signal(sig, handler)
     if as_json:
-        _print_json(res.to_dict())
+        if network:
+            from .model_io import result_dict
+            _print_json(result_dict(res, kwargs["energy"]))
+        else:
+            _print_json(res.to_dict())
         return
     _print_summary(res)
 
@@ -386,6 +392,51 @@ def bench_cmd(
     typer.echo("throughput in M chain-steps/s; ratio = library/bare speed")
     if out["memory_method"]:
         typer.echo(f"memory: {out['memory_method']}")
+
+
+@app.command("sample")
+def sample_cmd(
+    run_dir: Path = typer.Argument(..., help="run directory of mindiss train --out with an mlp / rbm model"),
+    n: int = typer.Option(..., "--n", help="number of samples (> 0)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output .npy file (default RUN_DIR/samples.npy)"),
+    seed: int = typer.Option(0, "--seed", help="seed of the torch.Generator of every draw"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="MALA moves (default 100 from the kept chains, "
+                                        "2000 from scratch: the burn-in)"),
+    from_scratch: bool = typer.Option(False, "--from-scratch", help="start from the confinement Gaussian, not "
+                                      "the run's kept chains"),
+    dt: Optional[float] = typer.Option(None, "--dt", help="MALA step (default: the run's last chain move)"),
+):
+    """Draw samples of a trained network by MALA at its final parameters; writes (n, d) float64 .npy.
+
+    Starts from n of the run's kept chains (replica 0's final states) or, with --from-scratch, from
+    the confinement Gaussian with a burn-in of --steps moves. Exit 2 on bad input (nothing written).
+    """
+    import numpy as np
+    import torch
+
+    from .io import atomic_write_bytes
+    from .model_io import load_model
+    from .sampling import draw
+
+    try:
+        if n <= 0:
+            raise InputError(f"--n must be a positive integer, got {n}")
+        target = out if out is not None else run_dir / "samples.npy"
+        if target.suffix != ".npy":
+            raise InputError(f"--out must name a .npy file, got {str(target)!r}")
+        if target.exists() and target.is_dir():
+            raise InputError(f"--out {str(target)!r} is a directory")
+        model = load_model(run_dir)
+        d = draw(model, n, gen=torch.Generator().manual_seed(seed), steps=steps, from_scratch=from_scratch, dt=dt)
+    except InputError as exc:
+        _fail(exc, 2)
+    import io as _io
+
+    buf = _io.BytesIO()
+    np.save(buf, d.samples.numpy())
+    atomic_write_bytes(target, buf.getvalue())
+    typer.echo(f"{n} samples -> {target} (from {d.start}; {d.steps} MALA moves of dt = {d.dt:g}, acceptance "
+               f"{d.acceptance_rate:.3f})", err=True)
 
 
 def main() -> None:
