@@ -241,8 +241,9 @@ def train_cmd(
         res = train(**kwargs, progress=progress, stop=lambda: bool(stop_requested), on_start=start,
                     keep_chains=network)
         res.notes.extend(notes + [n for n in [grid_note(kwargs["energy"], res.replica_theta_final[0])] if n])
+        written = None
         if run_dir is not None:
-            run_dir.write_result(res, model=(cfg, kwargs["energy"], kwargs["data"]) if network else None)
+            written = run_dir.write_result(res, model=(cfg, kwargs["energy"], kwargs["data"]) if network else None)
             run_dir.log(f"finished: excess work {res.excess_work:.6g} +- {res.excess_work_se:.2g} kT")
     except InputError as exc:
         if created and out.exists():  # bad input found late: leave nothing behind
@@ -266,12 +267,16 @@ def train_cmd(
             signal.signal(sig, handler)
     if as_json:
         if network:
-            from .model_io import result_dict
-            _print_json(result_dict(res, kwargs["energy"]))
+            from .model_io import evaluate_toy, result_dict
+            _print_json(written or result_dict(res, kwargs["energy"], evaluate_toy(cfg, kwargs["energy"], res)))
         else:
             _print_json(res.to_dict())
         return
     _print_summary(res)
+    if written and written.get("test_nll") is not None:   # a toy set's held-out NLL against its true density
+        typer.echo(f"held-out NLL {written['test_nll']:.4f}, true density {written['true_density_nll']:.4f}: gap "
+                   f"{written['test_nll_gap']:.4f} ± {written['test_nll_gap_se']:.2g} nats; model in "
+                   f"{out / 'model.safetensors'}, figure {out / 'figures' / 'density.png'}", err=True)
 
 
 def _print_summary(res) -> None:
@@ -303,7 +308,7 @@ def _print_summary(res) -> None:
     t.add_row("final loss", f"{res.final_loss:.6g}")
     pairs = list(zip(res.theta_final, res.theta_final_se))
     t.add_row("theta_final", ", ".join(pm(a, se) for a, se in pairs[:4 if len(pairs) > 8 else 8])
-              + (f", ... ({len(pairs)} parameters; all of them with --json or in --out's result.json)"
+              + (f", ... ({len(pairs)} parameters; all of them in --out's model.safetensors (mlp / rbm) or result.json)"
                  if len(pairs) > 8 else ""))
     t.add_row(f"dissipated energy at {res.temperature_kelvin:g} K", f"{res.energy_joules:.4g} J")
     Console().print(t)
