@@ -129,7 +129,9 @@ n_replicas = 2
     res = json.loads(out)
     assert res["n_updates"] == 7 and res["free_energy_method"] == "exact"   # 2^8 hidden states enumerated
     assert math.isfinite(res["excess_work"]) and math.isfinite(res["final_loss"])
-    assert len(res["theta_final"]) == 64 * 8 + 64 + 8
+    assert "theta_final" not in res                                   # networks: summaries, not weights
+    assert res["theta_summary"]["n_params"] == 64 * 8 + 64 + 8
+    assert set(res["theta_summary"]["theta0"]) == {"theta_norm", "norm_W", "norm_b", "norm_c"}
 
 
 def test_mlp_on_digits_gets_delta_f_from_ais():
