@@ -214,6 +214,6 @@ def test_config_names_match_the_library():
 def test_example_config_builds():
     cfg = C.load(ROOT / "examples" / "moons_mlp.toml")
     assert cfg["energy"]["kind"] == "mlp" and cfg["data"]["kind"] == "moons"
-    assert cfg["dynamics"]["n_steps"] == 2500 and cfg["dynamics"]["n_chains"] == 2048
+    assert cfg["dynamics"]["n_steps"] == 4000 and cfg["dynamics"]["n_chains"] == 2048
     kw = C.build(cfg)
     assert kw["energy"].n_params == 4417 and kw["sampler"] == "mala"
