@@ -283,7 +283,7 @@ def write_density_figure(path, energy, theta, data, samples, *, box=None, n: int
     axes[0].imshow(dens.T, origin="lower", extent=ext, aspect="equal", cmap="viridis")
     axes[0].set_title("model density exp(-E) (unnormalised)")
     for ax, pts_, title in ((axes[1], data, f"data ({len(data)} draws)"),
-                            (axes[2], samples, f"model samples ({len(samples)})")):
+                            (axes[2], samples, f"model samples: the {len(samples)} kept chains")):
         ax.scatter(pts_[:, 0], pts_[:, 1], s=2, alpha=0.4)
         ax.set_xlim(*box[0])
         ax.set_ylim(*box[1])
