@@ -129,7 +129,9 @@ n_replicas = 2
     res = json.loads(out)
     assert res["n_updates"] == 7 and res["free_energy_method"] == "exact"   # 2^8 hidden states enumerated
     assert math.isfinite(res["excess_work"]) and math.isfinite(res["final_loss"])
-    assert len(res["theta_final"]) == 64 * 8 + 64 + 8
+    assert "theta_final" not in res                                   # networks: summaries, not weights
+    assert res["theta_summary"]["n_params"] == 64 * 8 + 64 + 8
+    assert set(res["theta_summary"]["theta0"]) == {"theta_norm", "norm_W", "norm_b", "norm_c"}
 
 
 def test_mlp_on_digits_gets_delta_f_from_ais():
@@ -203,8 +205,8 @@ def test_resolved_neural_configs_read_back_unchanged():
 
 
 def test_config_names_match_the_library():
-    from mindiss.data import toy as datasets
-    from mindiss.energies import neural
+    from mindiss.data.base import toy as datasets
+    from mindiss.energies.base import neural
 
     assert set(C.ACTIVATIONS) == set(neural.ACTIVATIONS)
     assert C.TOY_DATA == datasets.TOY
@@ -213,6 +215,6 @@ def test_config_names_match_the_library():
 def test_example_config_builds():
     cfg = C.load(ROOT / "examples" / "moons_mlp.toml")
     assert cfg["energy"]["kind"] == "mlp" and cfg["data"]["kind"] == "moons"
-    assert cfg["dynamics"]["n_steps"] == 200 and cfg["dynamics"]["n_chains"] == 2048
+    assert cfg["dynamics"]["n_steps"] == 4000 and cfg["dynamics"]["n_chains"] == 2048
     kw = C.build(cfg)
     assert kw["energy"].n_params == 4417 and kw["sampler"] == "mala"

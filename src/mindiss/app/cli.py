@@ -466,10 +466,12 @@ def train_cmd(
         stop = lambda: bool(stop_requested)  # noqa: E731
         if not quiet and not as_json and not progress:
             stop = _plain_progress(stop, kwargs["n_replicas"] * kwargs["n_steps"])
-        res = train(**kwargs, progress=progress, stop=stop, on_start=start)
+        network = cfg["energy"]["kind"] in ("mlp", "rbm")   # keep the chains for the saved model
+        res = train(**kwargs, progress=progress, stop=stop, on_start=start, keep_chains=network)
         res.notes.extend(notes + [n for n in [grid_note(kwargs["energy"], res.replica_theta_final[0])] if n])
+        written = None
         if run_dir is not None:
-            run_dir.write_result(res)
+            written = run_dir.write_result(res, model=(cfg, kwargs["energy"], kwargs["data"]) if network else None)
             run_dir.log(f"finished: excess work {res.excess_work:.6g} +- {res.excess_work_se:.2g} kT")
     except InputError as exc:
         remove = run_dir is not None and run_dir.created  # bad input found late: leave nothing behind
@@ -496,9 +498,17 @@ def train_cmd(
         if run_dir is not None:
             run_dir.close(remove=remove)
     if as_json:
-        _print_json(res.to_dict())
+        if network:
+            from .model_io import evaluate_toy, result_dict
+            _print_json(written or result_dict(res, kwargs["energy"], evaluate_toy(cfg, kwargs["energy"], res)))
+        else:
+            _print_json(res.to_dict())
         return
     _print_summary(res)
+    if written and written.get("test_nll") is not None:   # a toy set's held-out NLL against its true density
+        typer.echo(f"held-out NLL {written['test_nll']:.4f}, true density {written['true_density_nll']:.4f}: gap "
+                   f"{written['test_nll_gap']:.4f} ± {written['test_nll_gap_se']:.2g} nats; model in "
+                   f"{Path(out) / 'model.safetensors'}, figure {Path(out) / 'figures' / 'density.png'}", err=True)
 
 
 def _plain_progress(stop, planned: int, every: float = 10.0):
@@ -565,7 +575,7 @@ def _print_summary(res) -> None:
     t.add_row("final loss", f"{res.final_loss:.6g}")
     pairs = list(zip(res.theta_final, res.theta_final_se))
     t.add_row("theta_final", ", ".join(pm(a, se) for a, se in pairs[:4 if len(pairs) > 8 else 8])
-              + (f", ... ({len(pairs)} parameters; all of them with --json or in --out's result.json)"
+              + (f", ... ({len(pairs)} parameters; all of them in --out's model.safetensors (mlp / rbm) or result.json)"
                  if len(pairs) > 8 else ""))
     t.add_row(f"dissipated energy at {res.temperature_kelvin:g} K", f"{res.energy_joules:.4g} J")
     Console().print(t)
@@ -678,6 +688,55 @@ def bench_cmd(
     typer.echo("throughput in M chain-steps/s; ratio = library/bare speed")
     if out["memory_method"]:
         typer.echo(f"memory: {out['memory_method']}")
+
+
+@app.command("sample")
+def sample_cmd(
+    run_dir: Path = typer.Argument(..., help="run directory of mindiss train --out with an mlp / rbm model"),
+    n: int = typer.Option(..., "--n", help="number of samples (> 0)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output .npy file (default RUN_DIR/samples.npy)"),
+    seed: int = typer.Option(0, "--seed", help="seed of the torch.Generator of every draw"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="MALA moves (default 100 from the kept chains, "
+                                        "2000 from scratch: the burn-in)"),
+    from_scratch: bool = typer.Option(False, "--from-scratch", help="start from the confinement Gaussian, not "
+                                      "the run's kept chains"),
+    dt: Optional[float] = typer.Option(None, "--dt", help="MALA step (default: the run's last chain move)"),
+):
+    """Draw samples of a trained network by MALA at its final parameters; writes (n, d) float64 .npy.
+
+    Starts from n of the run's kept chains (replica 0's final states) or, with --from-scratch, from
+    the confinement Gaussian with a burn-in of --steps moves. Exit 2 on bad input (nothing written).
+    """
+    import numpy as np
+    import torch
+
+    from ..errors import OutputError
+    from ..io import atomic_write_bytes
+    from .model_io import load_model
+    from .sampling import draw
+
+    try:
+        if n <= 0:
+            raise InputError(f"--n must be a positive integer, got {n}")
+        target = out if out is not None else run_dir / "samples.npy"
+        if target.suffix != ".npy":
+            raise InputError(f"--out must name a .npy file, got {str(target)!r}")
+        if target.exists() and target.is_dir():
+            raise InputError(f"--out {str(target)!r} is a directory")
+        model = load_model(run_dir)
+        d = draw(model, n, gen=torch.Generator().manual_seed(seed), steps=steps, from_scratch=from_scratch, dt=dt)
+    except InputError as exc:
+        _fail(exc, 2)
+    import io as _io
+
+    buf = _io.BytesIO()
+    np.save(buf, d.samples.numpy())
+    try:
+        atomic_write_bytes(target, buf.getvalue())
+    except OutputError as exc:
+        _fail(exc, 2)
+    typer.echo(f"{n} samples -> {target} (from {d.start}; {d.steps} MALA moves of dt = {d.dt:g}, acceptance "
+               f"{d.acceptance_rate:.3f})", err=True)
 
 
 def main() -> None:

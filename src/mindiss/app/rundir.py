@@ -155,10 +155,18 @@ class RunDir:
         self.log_lines.append(f"{now} {message}")
         atomic_write_text(self.path / "run.log", "\n".join(self.log_lines) + "\n")
 
-    def write_result(self, res) -> None:
-        res.history.to_csv(self.path / "history.csv")
+    def write_result(self, res, model=None) -> dict:
+        """``model``: None, or (cfg, energy, data) of a network run: model files, summaries, test NLL.
+        Returns the dict written to result.json."""
+        history, result = res.history, res.to_dict()
+        if model is not None:   # networks: model_io writes the model, summarises weights (issue 17 item 4)
+            from .model_io import history_summary, result_dict, write_run_model
+            history = history_summary(history, model[1])
+            result = result_dict(res, model[1], write_run_model(self.path, model[0], model[1], res, model[2]))
+        history.to_csv(self.path / "history.csv")
         self.write_figure(res)
-        atomic_write_json(self.path / "result.json", res.to_dict())
+        atomic_write_json(self.path / "result.json", result)
+        return result
 
     def write_figure(self, res) -> None:
         import matplotlib
