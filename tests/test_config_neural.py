@@ -206,7 +206,7 @@ def test_resolved_neural_configs_read_back_unchanged():
 
 def test_config_names_match_the_library():
     from mindiss.data import toy as datasets
-    from mindiss.energies.base import neural
+    from mindiss.energies import neural
 
     assert set(C.ACTIVATIONS) == set(neural.ACTIVATIONS)
     assert C.TOY_DATA == datasets.TOY
