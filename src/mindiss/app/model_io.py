@@ -36,7 +36,7 @@ NEURAL = ("mlp", "rbm")
 # ---------------------------------------------------------------------------- summaries
 
 def _inner(energy):
-    """The network under any wrappers (GridQuadrature, Minibatches)."""
+    """The network under any wrappers (GridQuadrature)."""
     while energy is not None and "inner" in energy.__dict__:
         energy = energy.__dict__["inner"]
     return energy

@@ -19,8 +19,7 @@
   a continuous density on R^64 whose log-likelihoods are in nats per image in the standardised
   space (``DigitsData.log_jacobian`` converts to (v + u)/17 space).
 
-* ``Minibatches(energy, data, batch_size=..., gen=...)``: an energy wrapper whose data term is a
-  fresh minibatch every update (see its docstring for how it plugs into ``train``).
+* minibatches of the data term: ``train(..., batch_size=B)`` (one implementation, in ``core.step``).
 
 Any (n, d) tensor or array of samples can be passed to ``train`` directly; ``load`` validates one.
 Every draw takes an explicit ``gen`` (a torch.Generator or an int seed); no global RNG.
@@ -34,7 +33,6 @@ import numpy as np
 import torch
 
 from ..energies.base import Energy
-from ..estimators.evaluate import EnergyWrapper
 from ..errors import InputError, require_positive_int
 
 F64 = torch.float64
@@ -352,64 +350,3 @@ def load(kind, n: int = 2000, *, gen) -> torch.Tensor:
     if not bool(torch.isfinite(x).all()):
         raise InputError("samples contain NaN or infinite values")
     return x.contiguous()
-
-
-# ---------------------------------------------------------------------------- minibatches
-
-class Minibatches(EnergyWrapper):
-    """``energy`` with a minibatch data term: E_B[d_theta E] over ``batch_size`` rows of ``data``.
-
-    ``train`` computes the data term as ``energy.mean_grad_theta(data_samples, theta)`` with the
-    full data every update (train.py, ``_run_replica``'s ``data_grad``). This wrapper recognises
-    that call (the rows are its own ``data`` tensor: same storage and shape) and averages over the
-    next minibatch instead: a random permutation per epoch, drawn from ``gen``, cut into
-    consecutive batches. Every other call (chain statistics, energies, work, heat, the true loss
-    on the full data) goes to ``energy`` unchanged, so the ledger stays exact per update; only
-    g_hat gains zero-mean minibatch noise (Identity 1 then holds in expectation over batches).
-
-    Use: ``mb = Minibatches(energy, data, batch_size=256, gen=7); train(mb, mb.data, ...)``.
-    Limits: the batch generator is not in train's checkpoint (a resumed run draws other batches);
-    data must be passed as ``mb.data`` (float64, on the energy's device) so train keeps the tensor.
-    """
-
-    def __init__(self, energy: Energy, data, *, batch_size: int, gen):
-        if energy.capabilities.quadratic:
-            raise InputError("Minibatches needs an energy whose data term uses samples; a quadratic energy's "
-                             "data term is the exact data moments (nothing to batch)")
-        if isinstance(data, str):
-            raise InputError("Minibatches takes samples (e.g. datasets.load(name, gen=...)), not a name")
-        super().__init__(energy)
-        self.data = load(data, gen=0)
-        if self.data.shape[1] != energy.dim:
-            raise InputError(f"data has dimension {self.data.shape[1]} but the energy has dimension {energy.dim}")
-        self.batch_size = require_positive_int("batch_size", batch_size)
-        if self.batch_size > self.data.shape[0]:
-            raise InputError(f"batch_size {batch_size} exceeds the {self.data.shape[0]} data samples")
-        self.gen = _generator(gen)
-        # never cache the data term (it changes every update), nor fuse it with the chain term
-        # (the batches come from here)
-        self.capabilities = self.capabilities.without(features=True, fused_g_hat=True)
-        self._order = torch.empty(0, dtype=torch.long)
-        self._pos = 0
-        self.n_batches = 0
-
-    def __repr__(self):
-        return f"Minibatches({self.inner!r}, batch_size={self.batch_size}, n={self.data.shape[0]})"
-
-    def _is_data(self, x) -> bool:
-        return (x.shape == self.data.shape and x.device == self.data.device
-                and x.data_ptr() == self.data.data_ptr())
-
-    def next_batch(self) -> torch.Tensor:
-        """The next ``batch_size`` data rows (a new permutation when an epoch is used up)."""
-        if self._pos + self.batch_size > self._order.numel():
-            self._order, self._pos = torch.randperm(self.data.shape[0], generator=self.gen), 0
-        idx = self._order[self._pos:self._pos + self.batch_size]
-        self._pos += self.batch_size
-        self.n_batches += 1
-        return self.data[idx.to(self.data.device)]
-
-    def mean_grad_theta(self, x, theta):
-        if self._is_data(x):
-            return self.inner.mean_grad_theta(self.next_batch(), theta)
-        return self.inner.mean_grad_theta(x, theta)
