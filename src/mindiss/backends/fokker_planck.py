@@ -85,7 +85,7 @@ class FokkerPlanck1D(ChainBackend):
 
     def __init__(self, energy, theta, grid=(-8.0, 8.0, 1601), density=None,
                  method: str = "auto"):
-        if getattr(energy, "dim", 1) != 1:
+        if energy.dim != 1:
             raise InputError(f"FokkerPlanck1D needs a one-dimensional energy, not dim={energy.dim}")
         try:
             lo, hi, n = grid
@@ -214,7 +214,7 @@ class FokkerPlanck1D(ChainBackend):
         production += decrease of KL(rho || pi_theta). ``sampler``/``gen`` are not used (the
         move is the exact generator); an Euler-Maruyama sampler is refused since its O(dt)
         bias cannot be represented."""
-        if sampler is not None and getattr(sampler, "name", None) == "euler":
+        if sampler is not None and sampler.name == "euler":
             raise InputError("the Fokker-Planck backend represents exact Langevin moves, not Euler-Maruyama")
         dt = float(dt)
         if dt < 0 or not math.isfinite(dt):
