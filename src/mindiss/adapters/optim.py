@@ -271,8 +271,14 @@ class _Planner:
         self.factors = dict(zip((int(k) for k in sd.get("factor_keys", [])), sd.get("factor_values", [])))
 
 
-def _expert(duration, n_steps, variance, schedule) -> bool:
-    return any(v is not None for v in (duration, n_steps, variance, schedule))
+def _expert_plan(total_updates, duration, n_steps, tau, variance, mobility, schedule) -> DiscreteSchedule | None:
+    """The expert plan (``plan``) when duration= / n_steps= / variance= / schedule= are given, else None (the
+    practitioner mode, ``total_updates``); exactly one of the two modes must be asked for."""
+    expert = any(v is not None for v in (duration, n_steps, variance, schedule))
+    if expert == (total_updates is not None):
+        raise InputError("give total_updates= (the optimizer steps you plan; the practitioner mode) or the "
+                         "expert plan duration=, n_steps= with tau=/variance=/schedule=, not both")
+    return plan(duration, n_steps, tau=tau, variance=variance, mobility=mobility, schedule=schedule) if expert else None
 
 
 # ---------------------------------------------------------------------------- the optimizer
@@ -307,12 +313,8 @@ class MinimalDissipation(torch.optim.Optimizer):
                  final_impulse: bool = False, lr: float = 1.0, fisher=None, damping="auto",
                  relative_damping: float = 1e-3, energy=None, fisher_rows: int | None = None,
                  gen: torch.Generator | None = None, cg_tol: float = 1e-8, cg_max_iter: int = 500):
-        expert = _expert(duration, n_steps, variance, schedule)
-        if expert == (total_updates is not None):
-            raise InputError("give total_updates= (the optimizer steps you plan; the practitioner mode) or the "
-                             "expert plan duration=, n_steps= with tau=/variance=/schedule=, not both")
-        if expert:
-            d = plan(duration, n_steps, tau=tau, variance=variance, mobility=mobility, schedule=schedule)
+        d = _expert_plan(total_updates, duration, n_steps, tau, variance, mobility, schedule)
+        if d is not None:
             self.planner = None
             plan_keys = _plan_groups_keys(d)
         else:
@@ -573,12 +575,8 @@ class MinimalDissipationLR(LRScheduler):
                  start_impulse: bool = False,
                  final_impulse: bool = False, duration=None, n_steps=None, variance=None, mobility=1.0,
                  schedule=None, last_epoch: int = -1):
-        expert = _expert(duration, n_steps, variance, schedule)
-        if expert == (total_updates is not None):
-            raise InputError("give total_updates (the optimizer steps you plan) or the expert plan duration=, "
-                             "n_steps= with tau=/variance=/schedule=, not both")
-        if expert:
-            d = plan(duration, n_steps, tau=tau, variance=variance, mobility=mobility, schedule=schedule)
+        d = _expert_plan(total_updates, duration, n_steps, tau, variance, mobility, schedule)
+        if d is not None:
             self.rates = [float(v) for v in d.lr]
             self.move_times = [float(v) for v in d.dt]
             self.planner = None
