@@ -193,7 +193,7 @@ def step(run, paths: Paths, k: int, dt: float) -> tuple[float, object]:
     return lr, th_host
 
 
-def run_updates(run, paths: Paths, *, observers=(), tick: Callable | None = None, save: Callable | None = None,
+def run_updates(run, paths: Paths, *, stop: Callable[[], bool] | None = None, observers=(), tick: Callable | None = None, save: Callable | None = None,
                 checkpoint_path=None) -> None:
     """The loop of one replica (continues from ``run.k``): stop requests, steps, history rows,
     observers, progress and periodic checkpoints; then the post-run checks and F-dependent columns."""
@@ -218,7 +218,7 @@ def run_updates(run, paths: Paths, *, observers=(), tick: Callable | None = None
 
     if run.k == 0 and run.n_rows == 0:
         record(0, 0.0, 0.0, paths.host(run.theta))
-    stop, record_every, every = plan.stop, plan.record_every, plan.checkpoint_every
+    record_every, every = plan.record_every, plan.checkpoint_every
     dt_list = np.asarray(dts, dtype=float).tolist()
     for k in range(run.k, n_updates):
         if stop is not None and stop():

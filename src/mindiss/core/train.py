@@ -112,10 +112,6 @@ def _run(plan: Plan) -> TrainResult:
         if writer is not None:
             writer.save(payload)
 
-    if stop is not plan.stop:
-        import dataclasses
-
-        plan = dataclasses.replace(plan, stop=stop)
     try:
         for replica, (chain_seed, data_seed) in enumerate(_seeds(plan.seed, plan.n_replicas)):
             if replica < len(summaries):
@@ -128,7 +124,8 @@ def _run(plan: Plan) -> TrainResult:
             run.replica = replica
             tick = _progress_tick(bar, task, replica * n_updates) if bar is not None else None
             # observers run on every rank (they may read collective statistics of sharded chains)
-            run_updates(run, Paths(plan, run), observers=plan.observers if replica == 0 else (), tick=tick,
+            run_updates(run, Paths(plan, run), stop=stop, observers=plan.observers if replica == 0 else (),
+                        tick=tick,
                         save=save if plan.checkpoint else None, checkpoint_path=plan.checkpoint)
             if comm.world > 1:
                 comm.check_same(run.theta)
