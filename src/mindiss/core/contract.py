@@ -31,13 +31,16 @@ from ..backends.dispatch import BACKENDS, DETERMINISTIC
 from ..pairings import backend_problem
 from ..data.base import Dataset, as_dataset
 from ..errors import InputError, require_positive, require_positive_int
+from .ledger import FREE_ENERGY_METHODS as LEDGER_METHODS
 from ..rates.preconditioners import make_preconditioner
 from .results import ThetaProtocol
 from ..backends.samplers import make_sampler
 from ..rates.schedules import DiscreteSchedule, Schedule
 from .options import Checkpointing, Dynamics, Ensemble, Estimation, Output
 
-FREE_ENERGY_METHODS = ("auto", "exact", "ais", "ti", "jarzynski")
+#: the Delta F methods of ``ledger.delta_free_energy`` that a run can feed by itself ("quadrature" needs a
+#: box, "bar" the final chains moved at theta_T, "none" is the tracker's)
+FREE_ENERGY_METHODS = tuple(m for m in LEDGER_METHODS if m not in ("quadrature", "bar", "none"))
 DATA_TERMS = ("moments", "samples")
 #: at most this many parameters: the update's host-side arithmetic uses Python floats
 SMALL_PARAMS = 64

@@ -38,6 +38,7 @@ import torch
 from . import schedules as S
 from ..errors import InputError, require_positive, require_positive_int
 from .preconditioners import Adam, Fisher, Preconditioner
+from .relaxation import diagonal_relaxation, estimate_tau  # the one estimator, re-exported for the recipes
 
 RECIPES = ("sgd-constant", "sgd-cosine", "sgd-linear", "adam", "natural-diag", "natural-lowrank", "friction-diag")
 #: recipes whose schedule is alpha(t) and that need a relaxation time tau
@@ -49,10 +50,6 @@ class Recipe(NamedTuple):
 
     schedule: S.Schedule
     preconditioner: Preconditioner | None
-
-
-# relaxation times: one estimator, in ``autocorrelation`` (re-exported here for the recipes' users)
-from .relaxation import diagonal_relaxation, estimate_tau  # noqa: E402
 
 
 class DiagonalFriction(Preconditioner):
