@@ -1,0 +1,126 @@
+"""The neural recipe study (issue 18, item 4): fronts of test-NLL gap against W_ex per recipe family.
+
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/neural_study.py --out benchmarks/results/neural_study
+
+runs every (dataset, family, scale, seed) of ``mindiss.app.neural_study`` that has no JSON yet under
+``OUT/runs`` (one JSON per finished run, written atomically: a killed study resumes where it stopped),
+then aggregates what is there into ``OUT/summary.json``, ``OUT/fronts.png``, ``OUT/densities.png`` and
+``OUT/table.csv``. ``--aggregate-only`` skips training. ``--quick`` uses the reduced settings
+(``neural_study.QUICK``; use another ``--out``). Bad arguments: a message naming the problem, exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from mindiss.app import neural_study as ns  # noqa: E402
+from mindiss.errors import InputError  # noqa: E402
+from mindiss.io import atomic_write_json, atomic_write_text  # noqa: E402
+from mindiss.threads import single_thread  # noqa: E402
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, help="output folder (runs/, summary.json, figures)")
+    p.add_argument("--datasets", default=",".join(ns.DATASETS), help="comma-separated toy sets")
+    p.add_argument("--families", default=",".join(ns.FAMILIES), help="comma-separated recipe families")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per (family, scale), from 0")
+    p.add_argument("--scales", default=None,
+                   help="comma-separated scales for every family (default: each family's scan, neural_study.SCALES)")
+    p.add_argument("--quick", action="store_true", help="the reduced settings (neural_study.QUICK)")
+    p.add_argument("--updates", type=int, default=None, help="override the interior updates per run")
+    p.add_argument("--chains", type=int, default=None, help="override the persistent chains per run")
+    p.add_argument("--limit", type=int, default=None, help="run at most this many new runs, then aggregate")
+    p.add_argument("--aggregate-only", action="store_true", help="only aggregate the runs already there")
+    p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    return p.parse_args(argv)
+
+
+def _positive(name, v):
+    if v is not None and v < 1:
+        raise InputError(f"--{name} must be a positive integer, got {v}")
+    return v
+
+
+def build(args):
+    """(specs, settings) from the parsed arguments; InputError on anything invalid."""
+    _positive("seeds", args.seeds)
+    _positive("updates", args.updates)
+    _positive("chains", args.chains)
+    if args.limit is not None and args.limit < 0:
+        raise InputError(f"--limit must be >= 0, got {args.limit}")
+    families = ns.check_choice("family", args.families, ns.FAMILIES)
+    scales = None
+    if args.scales is not None:
+        try:
+            vals = tuple(float(s) for s in args.scales.split(",") if s.strip())
+        except ValueError:
+            raise InputError(f"--scales must be comma-separated numbers, got {args.scales!r}") from None
+        if not vals or any(not v > 0 for v in vals):
+            raise InputError(f"--scales must be positive numbers, got {args.scales!r}")
+        scales = {f: vals for f in families}
+    cfg = ns.QUICK if args.quick else ns.FULL
+    cfg = ns.with_settings(cfg, n_updates=args.updates, n_chains=args.chains)
+    specs = ns.specs(args.datasets, families, tuple(range(args.seeds)), scales)
+    return specs, cfg
+
+
+def aggregate(out: Path, specs, figures: bool = True) -> dict:
+    runs = ns.load_runs(out)
+    agg = ns.aggregate(runs, specs)
+    agg["claims"] = ns.claims(agg)
+    agg["n_runs"] = len(runs)
+    agg["n_expected"] = len(specs)
+    agg["study_seconds"] = sum(r.get("wall_seconds") or 0.0 for r in runs)
+    if runs:
+        agg["settings"] = runs[0]["settings"]
+    atomic_write_json(out / "summary.json", ns._json_safe(agg))
+    cols, rows = ns.summary_table(agg)
+    lines = [",".join(cols)] + [",".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in r) for r in rows]
+    atomic_write_text(out / "table.csv", "\n".join(lines) + "\n")
+    if figures and runs:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        for name, fig in (("fronts.png", ns.plot_fronts(agg)), ("densities.png", ns.plot_densities(runs, agg))):
+            fig.savefig(out / name, dpi=90)
+            plt.close(fig)
+    return agg
+
+
+def main(argv=None) -> int:
+    try:
+        args = parse(argv)
+    except SystemExit as exc:          # argparse: exit 2 on bad syntax, 0 on --help
+        return int(exc.code or 0)
+    try:
+        specs, cfg = build(args)
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise InputError(f"--out {str(out)!r} exists and is not a folder")
+        out.mkdir(parents=True, exist_ok=True)
+        if not args.aggregate_only:
+            start = time.perf_counter()
+            with single_thread():
+                stats = ns.run_study(out, specs, cfg, limit=args.limit,
+                                     log=lambda s: print(s, flush=True))
+            print(f"ran {stats['done']} runs, skipped {stats['skipped']} finished ones, "
+                  f"{time.perf_counter() - start:.0f} s", flush=True)
+        agg = aggregate(out, specs, figures=not args.no_figures)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"runs": agg["n_runs"], "expected": agg["n_expected"], "missing": len(agg["missing"])}))
+    for line in agg["claims"]:
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""The neural recipe study runner (benchmarks/neural_study.py over mindiss.app.neural_study): one JSON per
+finished run, resume skips finished runs, the fronts are sorted and Pareto-filtered, bad arguments exit 2."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mindiss.app import neural_study as ns
+from mindiss.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ns.with_settings(ns.QUICK, n_updates=8, n_chains=32, n_test=400, n_records=2, pilot_rows=8, pilot_steps=8)
+
+
+def _cli():
+    spec = importlib.util.spec_from_file_location("neural_study_cli", ROOT / "benchmarks" / "neural_study.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_resume_skips_finished_runs(tmp_path):
+    specs = [ns.RunSpec("moons", "sgd-constant", 0.05, 0)]
+    first = ns.run_study(tmp_path, specs, TINY, log=lambda s: None)
+    path = ns.run_path(tmp_path, specs[0])
+    assert first == {"done": 1, "skipped": 0} and path.exists()
+    before = path.stat().st_mtime_ns
+    again = ns.run_study(tmp_path, specs, TINY, log=lambda s: None)
+    assert again == {"done": 0, "skipped": 1}
+    assert path.stat().st_mtime_ns == before                 # not rewritten
+    r = json.loads(path.read_text())
+    # the run's own numbers: the gap is test NLL minus the true density's NLL on the same draws
+    assert r["gap"] == pytest.approx(r["test_nll"] - r["true_density_nll"], abs=1e-9)
+    assert r["curves"]["update"][0] == 0 and r["curves"]["update"][-1] == TINY.n_updates + 2
+    assert r["excess_work_fixed_path_se"] > 0
+    with pytest.raises(InputError, match="other settings"):     # a folder is one study
+        ns.run_study(tmp_path, specs, ns.with_settings(TINY, n_chains=16), log=lambda s: None)
+
+
+def test_tiny_study_of_two_runs_by_the_command_line(tmp_path, capsys):
+    cli = _cli()
+    out = tmp_path / "study"
+    rc = cli.main(["--out", str(out), "--datasets", "moons", "--families", "adam,md-lr", "--seeds", "1",
+                   "--scales", "0.002", "--quick", "--updates", "6", "--chains", "32", "--no-figures"])
+    assert rc == 0
+    runs = ns.load_runs(out)
+    assert sorted(r["family"] for r in runs) == ["adam", "md-lr"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_runs"] == 2 and summary["missing"] == []
+    md = next(r for r in runs if r["family"] == "md-lr")
+    assert md["tau"] > 0 and md["pilot_seconds"] > 0            # the scheduler's tau from the pilot
+    assert (out / "table.csv").read_text().count("\n") == 3      # header + one row per (family, scale)
+
+
+def test_md_lr_rates_are_the_schedulers_and_average_to_the_base_lr():
+    r = ns.md_lr_rates(50, 7.0, 0.1)
+    assert r.mean() == pytest.approx(0.1, rel=1e-12)             # practitioner mode: mean lr = base lr
+    k = np.arange(50)
+    shape = 1.0 / (50 - (k + 0.5) + 2 * 7.0)                     # alpha(t) at unit steps, apart from the library
+    assert np.allclose(r / r.mean(), shape / shape.mean(), rtol=1e-12)
+
+
+def _run(family, scale, seed, gap, wex, secs=1.0, diverged=None):
+    curves = {"seconds": [0.0, secs / 2, secs], "gap": [1.0, (1.0 + gap) / 2, gap], "excess_work": [0.0, wex / 2, wex]}
+    return {"dataset": "moons", "family": family, "scale": scale, "seed": seed, "updates": 10, "pilot_seconds": 0.0,
+            "wall_seconds": secs, "gap": gap, "excess_work": wex, "excess_work_fixed_path_se": 0.1,
+            "true_density_nll": 2.4, "diverged": diverged, "curves": None if diverged else curves}
+
+
+def test_aggregation_sorts_fronts_and_keeps_the_error_kinds_apart():
+    runs = []
+    for scale, (g, w) in {0.3: (0.2, 9.0), 0.1: (0.5, 1.0), 0.2: (0.3, 4.0), 0.05: (0.6, 3.0)}.items():
+        runs += [_run("sgd-constant", scale, s, g + 0.01 * s, w + 0.1 * s) for s in range(3)]
+    runs.append(_run("adam", 0.01, 0, math.nan, math.nan, diverged="boom"))
+    agg = ns.aggregate(runs, [ns.RunSpec("moons", "adam", 0.01, 1)])
+    res = agg["datasets"]["moons"]
+    pts = res["equal_updates"]["sgd-constant"]["points"]
+    assert [p["scale"] for p in pts] == [0.1, 0.05, 0.2, 0.3]               # sorted by W_ex
+    assert [p["scale"] for p in res["equal_updates"]["sgd-constant"]["front"]] == [0.1, 0.2, 0.3]  # 0.05 dominated
+    p = pts[0]
+    assert p["gap"] == pytest.approx(0.51) and p["gap_seed_se"] == pytest.approx(0.01 / math.sqrt(3))
+    assert p["excess_work_seed_se"] == pytest.approx(0.1 / math.sqrt(3))    # across seeds
+    assert p["excess_work_fixed_path_se"] == pytest.approx(0.1 * math.sqrt(3) / 3)   # fixed path, apart
+    adam = res["equal_updates"]["adam"]["points"][0]
+    assert adam["n_diverged"] == 1 and adam["n_seeds"] == 0 and math.isnan(adam["gap"])
+    assert agg["missing"] == ["moons/adam/scale0.01_seed1"]
+    # equal wall time: the budget is the median sgd-constant time; curves read there (all end at 1 s)
+    assert res["budget_seconds"] == 1.0
+    wt = res["equal_wall_time"]["sgd-constant"]["points"]
+    assert {q["scale"] for q in wt} == {0.05, 0.1, 0.2, 0.3}
+    assert ns.read_at([0, 1, 2], [0, 10, 20], 0.5) == 5.0 and ns.read_at([0, 1], [3, 4], 9) == 4.0
+    best = ns.least_work_at(pts, 0.35)
+    assert best["scale"] == 0.2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--families", "sgd-constant,nope"], "unknown family 'nope'"),
+    (["--datasets", "spirals"], "unknown dataset 'spirals'"),
+    (["--seeds", "0"], "--seeds must be a positive integer"),
+    (["--scales", "0.1,abc"], "--scales must be comma-separated numbers"),
+    (["--scales", "-1"], "--scales must be positive"),
+])
+def test_bad_arguments_exit_2_without_output(tmp_path, capsys, argv, message):
+    out = tmp_path / "never"
+    assert _cli().main(["--out", str(out), *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_missing_out_is_an_argparse_error(capsys):
+    assert _cli().main([]) == 2
