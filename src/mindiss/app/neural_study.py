@@ -251,8 +251,10 @@ def _finite(v):
     return float(v) if v is not None and math.isfinite(float(v)) else None
 
 
-def run_one(spec: RunSpec, ctx: Context, *, keep_density: bool | None = None) -> dict:
-    """Train one run and score it; returns a JSON-ready dict (``diverged``: the reason, else None)."""
+def run_one(spec: RunSpec, ctx: Context, *, keep_density: bool | None = None, keep_thetas: bool = False) -> dict:
+    """Train one run and score it; returns a JSON-ready dict (``diverged``: the reason, else None).
+    ``keep_density``: store the model density image (default: seed 0 only); ``keep_thetas``: also
+    return the theta path and chain-move lengths as ``_thetas`` / ``_dts`` (arrays; not for JSON)."""
     cfg = ctx.cfg
     s = ctx.seed(spec.dataset, spec.seed)
     data = ctx.data(spec.dataset)
@@ -318,6 +320,8 @@ def run_one(spec: RunSpec, ctx: Context, *, keep_density: bool | None = None) ->
                            f"{e.worst_boundary_mass:.2g}): the density left the box or grew too sharp")
     if keep_density if keep_density is not None else spec.seed == 0:
         out["density"] = _density(e.inner, th, VIEW.get(spec.dataset, ((-4, 4), (-4, 4))), cfg.density_n)
+    if keep_thetas:
+        out["_thetas"], out["_dts"] = np.asarray(res.thetas), np.asarray(res.dts)
     if out["diverged"]:
         out["curves"] = None
     return out
@@ -473,8 +477,8 @@ def aggregate(runs: list[dict], expected: list[RunSpec] | None = None) -> dict:
             finite = sorted(p["gap"] for p in allp if math.isfinite(p["gap"]))
             levels = []
             if finite:
-                # the gap levels: the best gap any family reaches (x1.25) and the median of the points
-                levels = sorted({round(1.25 * finite[0], 3), round(float(np.median(finite)), 3)})
+                # the quality levels compared: 1.1 and 1.5 times the best mean gap any (family, scale) reaches
+                levels = sorted({round(1.1 * finite[0], 3), round(1.5 * finite[0], 3)})
             res[mode]["levels"] = {
                 str(lv): {f: least_work_at(res[mode][f]["points"], lv) for f in fams} for lv in levels}
         out["datasets"][ds] = res
@@ -501,6 +505,10 @@ def summary_table(agg: dict, mode: str = "equal_updates") -> tuple[list, list]:
 
 # ---------------------------------------------------------------------------- figures
 
+#: the smallest value drawn on the fronts' log axes
+FLOOR = 1e-3
+
+
 def draw_fronts(ax, fams: dict, *, title: str, label_scales: bool = True, min_gap: float | None = None) -> None:
     """One family per curve: its scan points sorted by W_ex, joined; error bars are the across-seed SE;
     marker labels give the scale; diverged scales are listed in the legend entry."""
@@ -513,9 +521,13 @@ def draw_fronts(ax, fams: dict, *, title: str, label_scales: bool = True, min_ga
         if not pts:
             ax.plot([], [], color=COLORS[f], marker=MARKERS[f], ls="none", label=lab + " [no finished run]")
             continue
-        xs = [max(p["excess_work"], 1e-3) for p in pts]
-        ys = [p["gap"] for p in pts]
-        ax.errorbar(xs, ys, xerr=[_z(p["excess_work_seed_se"]) for p in pts], yerr=[_z(p["gap_seed_se"]) for p in pts],
+        # log axes: values below FLOOR are drawn at FLOOR, lower error bars stop at 0.9 x the value
+        xs = [max(p["excess_work"], FLOOR) for p in pts]
+        ys = [max(p["gap"], FLOOR) for p in pts]
+        xe = [_z(p["excess_work_seed_se"]) for p in pts]
+        ye = [_z(p["gap_seed_se"]) for p in pts]
+        ax.errorbar(xs, ys, xerr=[[min(e, 0.9 * x) for e, x in zip(xe, xs)], xe],
+                    yerr=[[min(e, 0.9 * y) for e, y in zip(ye, ys)], ye],
                     color=COLORS[f], marker=MARKERS[f], ms=5, lw=1, capsize=2, label=lab)
         if label_scales:
             for x, y, p in zip(xs, ys, pts):

@@ -1,519 +1,385 @@
-"""Experiment: training recipes for a neural EBM compared on the exact true loss, at equal wall time.
+"""Experiment: neural EBM recipes on the front of quality against dissipation (a reduced neural study).
 
-Two moons (2-D, 1,000 draws by our own seeded code; 500 in quick mode), energy
-E = MLP(2-32-32-1, SiLU)(x) + 0.5 |x|^2 / 2. Every recipe of ``mindiss.recipes`` runs through
-``train`` with persistent MALA chains of fixed identity (step mu dt = 0.2; one move per update;
-chains start from grid draws of p_theta0, i.e. in equilibrium up to the grid's resolution).
-The true NLL L(theta) = E_data[E] + ln Z is exact at every recorded update: ln Z by the trapezoid
-rule on a 129 x 129 grid over [-8, 8]^2 (``evaluate.GridQuadrature``), whose convergence
-(|ln Z_h - ln Z_2h| and the mass in the outer band) is checked for every run. The ledger gives W_ex =
-<W> - Delta F per update; bias = L - L_approx; Identity 1's residual bias - W_ex is the
-O(|dtheta|^2) term of a parametrisation that is not linear in theta.
+Two moons (1,000 training draws by our own seeded code), energy E = MLP(2-32-32-1, SiLU)(x) + 0.5 |x|^2 / 2,
+persistent MALA chains (one move of mu dt = 0.2 per update, chains start from grid draws of p_theta0).
+Each recipe family (``app.neural_study``: SGD constant / cosine / linear, Adam, Adam with a cosine
+decay, the alpha(t) I^-1 design with each curvature estimate, friction, and the drop-in scheduler
+``MinimalDissipationLR`` over SGD) runs at two scales and over seeds through ``train``; each run is
+scored on held-out draws against the data's own density (``data.toy.true_log_density``): the gap
+test NLL - true NLL (ln Z by grid quadrature), and W_ex = <W> - Delta F (Delta F by the grid) with its
+fixed-path error over the chains. Fronts: mean gap against mean W_ex per (family, scale), sorted by
+W_ex, at equal updates and at an equal wall-time budget (the median sgd-constant training time).
 
-Protocol (the same for every recipe):
-1. wall time: each recipe's seconds per update are measured on short calibration runs (training
-   only: the grid quadrature is timed and excluded; 3 interleaved rounds (2 quick), the fastest kept, so a
-   burst of load on the shared cores does not favour one recipe), and each recipe gets the number
-   of updates that fits the common budget, B = (reference updates) x (seconds per update of
-   sgd-constant); the alpha(t) recipes also pay their relaxation-time pilot run out of B. Update
-   counts therefore follow the measured speeds and differ a little between executions.
-2. learning rate: a documented grid of scales per recipe (``SCALE_GRIDS``), tuned on a separate
-   tuning seed by the final true NLL; a diverged run counts as +inf.
-3. evaluation: the tuned scale on ``n_seeds`` fresh seeds (network init, chains and noise all differ;
-   the data set is fixed); every figure is a mean over seeds with its standard error.
+The full study (moons and checkerboard, 4 scales x 3 seeds per family, 1,000 updates, 256 chains) is
+``benchmarks/neural_study.py``; its committed results (``benchmarks/results/neural_study/summary.json``)
+are shown here as precomputed, not rerun.
 
-The digits part trains a Gaussian-Bernoulli RBM (64 visible, 16 hidden, sigma = 1) on the
-standardised, dequantised 8x8 digits with two recipes at fixed scales (not tuned: no ranking is
-claimed there) and reports the held-out NLL with ln Z by AIS (with its error) against the exact
-enumeration of the 2^16 hidden states, plus sample grids from the persistent chains.
+Checks (kinds, ``base.CHECK_KINDS``): the true density against a pure-NumPy moons density written apart
+(``references.moons_log_density``), its normalisation, its NLL on its own draws against its entropy by
+independent Simpson quadrature; the library's grid ln Z of each family's best model against an
+independent Simpson rule; Gibbs' inequality (test NLL >= the true density's NLL on the same draws, within
+the paired error: fails if ln Z is wrong) and the second law (W_ex >= 0 within the fixed-path error) for
+every run; Jarzynski's equality <exp(-W)> = exp(-Delta F) (Delta F by the grid) and the second law on a
+replay of a trained path on fresh equilibrium chains (no feedback), on the prefix where W_ex <= 1 kT.
+No tuner-against-its-target checks.
 """
 from __future__ import annotations
 
+import json
 import math
-import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from ...data import toy as datasets
-from ...estimators import evaluate
-from ...rates import recipes
-from ...errors import DivergenceError, InputError
-from ...energies.neural import NeuralEnergy
-from ...energies.rbm import GaussianBernoulliRBM
+from .. import neural_study as ns
 from ...backends.samplers import MALA
-from ...core.train import train
+from ...core.results import ThetaProtocol
+from ...core.train import replay
+from ...data import toy as datasets
 from ...threads import single_thread
+from . import references as ref
 from .base import Check, ExperimentResult, Table, no_progress
 
 NAME = "neural_recipes"
-TITLE = "Neural EBM recipes on the true loss"
-CLAIM = ("For an MLP energy on two moons the true NLL is known exactly at every update (grid quadrature), so "
-         "recipes (SGD schedules, Adam, the alpha(t) I^-1 design with diagonal and low-rank Fisher, the "
-         "friction variant) are ranked on true NLL and on the bias of the PCD objective (= W_ex up to "
-         "O(|dtheta|^2)) at equal wall time, each with a tuned learning rate and errors over seeds.")
-CAPTION = ("Two moons, MLP 2-32-32-1 + 0.5|x|^2/2, MALA chains (mu dt = 0.2). (a) True NLL against updates and "
-           "(b) against training wall time (quadrature excluded; alpha(t) recipes start after their pilot run), "
-           "mean over seeds with +-1 SE bands. (c) Excess work W_ex (solid) and the bias L - L_approx (dashed) "
-           "against wall time. (d) Final true NLL against final W_ex at equal wall time (error bars: SE over "
-           "seeds). (e) Data; the model density p_theta (grey) and the persistent chains (dots) of each recipe at "
-           "the end (first evaluation seed). "
-           "(f) Digits: data, and RBM chains after training with two recipes; held-out NLL by AIS and exact.")
+TITLE = "Neural EBM recipes: quality against dissipation"
+CLAIM = ("For an MLP energy on two moons every recipe family is scored against the data's own density (test NLL "
+         "gap) and on its excess work W_ex; the fronts (gap against W_ex per family, two scales, over seeds) show "
+         "which family reaches a given quality with the least dissipation, at equal updates and at equal wall "
+         "time. The full study (two data sets, four scales, three seeds) is precomputed and shown alongside.")
+CAPTION = ("Two moons, MLP 2-32-32-1 + 0.5|x|^2/2, MALA chains (mu dt = 0.2). (a) Fronts at equal updates: final "
+           "gap test NLL - true-density NLL against final W_ex, one curve per family through its scales (labels), "
+           "sorted by W_ex; bars: SE over seeds. (b) The same read at an equal wall-time budget (median training "
+           "time of sgd-constant; alpha(t) families and md-lr start after their tau pilot). (c) Gap against "
+           "updates and (d) W_ex against training wall time of each family's best scale (mean over seeds). "
+           "(e) Data and each family's model density at its best scale (first seed). (f)-(i) Precomputed full "
+           "study (benchmarks/neural_study.py, committed JSON; regenerate with the command in its README): fronts "
+           "on moons and checkerboard at equal updates and equal wall time.")
 
-F32 = torch.float32
-DATA_SEED, TUNE_SEED = 20251003, 7
-BOX, GRID_N = (-10.0, 10.0), 161
-#: a run whose quadrature error estimate or boundary mass exceeds this is not scored (counted as diverged)
-GRID_TOL = 1e-3
-HIDDEN, CONFINEMENT, STEP = (32, 32), 0.5, 0.2
-#: learning-rate grids, per update at t = 0 for SGD / Adam (scale = lr / dt), the factor c on alpha(t) else
-SCALE_GRIDS = {
-    "sgd-constant": (0.03, 0.1, 0.3, 1.0), "sgd-cosine": (0.03, 0.1, 0.3, 1.0), "sgd-linear": (0.03, 0.1, 0.3, 1.0),
-    "adam": (0.001, 0.003, 0.01, 0.03), "natural-diag": (0.003, 0.01, 0.03, 0.1),
-    "natural-lowrank": (0.3, 1.0, 3.0, 10.0), "friction-diag": (0.01, 0.03, 0.1, 0.3),
+STUDY_DIR = Path(__file__).resolve().parents[4] / "benchmarks" / "results" / "neural_study"
+REGENERATE = ("OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/neural_study.py "
+              "--out benchmarks/results/neural_study")
+
+#: the section's families and their two scales (from the full study's scans, around each family's best)
+FULL_SCALES = {
+    "sgd-constant": (0.1, 0.2), "sgd-cosine": (0.2, 0.4), "sgd-linear": (0.2, 0.4), "adam": (1e-3, 2e-3),
+    "adam-cosine": (6e-3, 1.2e-2), "natural-diag": (0.01, 0.03), "natural-lowrank": (1.0, 3.0),
+    "natural-kfac": (0.3, 1.0), "friction-diag": (0.01, 0.03), "md-lr": (0.02, 0.05),
 }
-QUICK_GRIDS = {k: v[1:3] for k, v in SCALE_GRIDS.items()}
+QUICK_FAMILIES = ("sgd-constant", "adam-cosine", "natural-diag", "natural-lowrank", "md-lr")
+#: quick mode: larger rates for the fewer updates; one scale of the costliest family (7x sgd per update)
+QUICK_SCALES = {**FULL_SCALES, "sgd-constant": (0.2, 0.4), "adam-cosine": (1e-2, 2e-2), "natural-lowrank": (1.0,)}
 SETTINGS = {
-    True: dict(n_data=500, n_chains=256, ref_updates=40, n_seeds=2, record_every=4, pilot_rows=32,
-               pilot_steps=24, calib_updates=8, calib_rounds=2, rbm_updates=40, rbm_chains=256, ais_intermediate=500,
-               ais_chains=128),
-    False: dict(n_data=1000, n_chains=512, ref_updates=300, n_seeds=3, record_every=10, pilot_rows=64,
-                pilot_steps=100, calib_updates=12, calib_rounds=3, rbm_updates=150, rbm_chains=512,
-                ais_intermediate=3000,
-                ais_chains=256),
+    True: dict(cfg=ns.Settings(n_updates=350, n_chains=128, n_test=2000, n_records=10, pilot_rows=16,
+                               pilot_steps=32, density_n=41),
+               families=QUICK_FAMILIES, scales=QUICK_SCALES, seeds=(0, 1), replay_chains=1024),
+    False: dict(cfg=ns.Settings(n_updates=500, n_chains=160, n_test=4000, n_records=10, pilot_rows=32,
+                                pilot_steps=40, density_n=41),
+                families=tuple(f for f in ns.FAMILIES), scales=FULL_SCALES, seeds=(0, 1), replay_chains=2048),
 }
-COLORS = {"sgd-constant": "C0", "sgd-cosine": "C1", "sgd-linear": "C2", "adam": "C3", "natural-diag": "k",
-          "natural-lowrank": "C4", "friction-diag": "C5"}
-RBM_HIDDEN, RBM_STEP, RBM_WEIGHT_STD = 16, 0.05, 0.1
-RBM_RECIPES = {"sgd-constant": 0.03, "natural-diag": 0.1}
+#: Jarzynski on the replayed prefix whose W_ex (from the training run's record) is at most this
+JARZYNSKI_MAX_WEX = 1.0
 
 
+def _specs(st) -> list:
+    return [ns.RunSpec("moons", f, float(s), seed) for seed in st["seeds"] for f in st["families"]
+            for s in st["scales"][f]]
 
 
-def _mean_se(values):
-    v = np.asarray([a for a in values if math.isfinite(a)], float)
-    if v.size == 0:
-        return math.nan, math.nan
-    return float(v.mean()), float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else math.nan
+def _replay_jarzynski(run, ctx, n_chains: int) -> dict:
+    """Replay the prefix of a run's theta path (up to the last record with W_ex <= JARZYNSKI_MAX_WEX) open-loop
+    on fresh chains drawn from p_theta0 by the grid; per-chain work W_i; Delta F by the grid."""
+    c = run["curves"]
+    ok = [k for k, w in zip(c["update"], c["excess_work"]) if w <= JARZYNSKI_MAX_WEX and k > 0]
+    k_end = max(ok) if ok else c["update"][1]
+    s = ctx.seed(run["dataset"], run["seed"])
+    thetas = np.asarray(run["_thetas"][:k_end + 1], float)
+    dts = np.asarray(run["_dts"][:k_end], float)
+    chains = s.energy.sample_equilibrium(s.theta0, n_chains, gen=torch.Generator().manual_seed(4242))
+    res = replay(s.energy, ctx.data(run["dataset"]), ThetaProtocol(thetas, dts), chains=chains, sampler=MALA(),
+                 n_chains=n_chains, n_replicas=1, seed=77, free_energy="exact", keep_chains=True,
+                 record_every=max(1, k_end))
+    w = np.asarray(res.chain_work, float)
+    dF = float(res.delta_free_energy)
+    x = np.exp(-(w - dF) + (w - dF).min())           # exp(-(W - dF)) scaled by exp(min): no overflow
+    m = x.mean()
+    log_avg = float(np.log(m) - (w - dF).min())      # ln <exp(-(W - Delta F))>: 0 by Jarzynski
+    se = float(x.std(ddof=1) / math.sqrt(x.size) / m)
+    return {"family": run["family"], "scale": run["scale"], "seed": run["seed"], "updates": k_end,
+            "n_chains": n_chains, "log_avg": log_avg, "log_avg_se": se, "delta_free_energy": dF,
+            "excess_work": float(w.mean() - dF), "excess_work_se": float(w.std(ddof=1) / math.sqrt(w.size)),
+            "work_var": float(w.var(ddof=1)), "first_law": float(res.first_law_residual)}
 
 
-class _Seed:
-    """Everything a seed fixes: the network's initial weights, the initial chains, the pilot estimate."""
-
-    def __init__(self, seed: int, cfg: dict, repeats: int = 1):
-        self.seed = seed
-        self.energy = evaluate.GridQuadrature(
-            NeuralEnergy.mlp(2, HIDDEN, "silu", CONFINEMENT, gen=1000 + seed), box=BOX, n=GRID_N, dtype=F32,
-            refine_tol=GRID_TOL / 10, max_n=4 * GRID_N - 3)
-        self.theta0 = self.energy.theta0()
-        gen = torch.Generator().manual_seed(2000 + seed)
-        self.chains = self.energy.sample_equilibrium(self.theta0, cfg["n_chains"], gen=gen)
-        self.pilot_seconds = math.inf
-        for _ in range(repeats):       # the same computation again: keep the fastest (load bursts)
-            start = time.perf_counter()
-            self.relaxation = recipes.diagonal_relaxation(
-                self.energy.inner, self.theta0, self.chains, MALA(), dt=STEP, mobility=1.0,
-                gen=torch.Generator().manual_seed(3000 + seed), rows=cfg["pilot_rows"], n_steps=cfg["pilot_steps"])
-            self.pilot_seconds = min(self.pilot_seconds, time.perf_counter() - start)
-
-
-def _train(recipe_name: str, scale: float, n_updates: int, s: _Seed, data, cfg, keep_chains=False):
-    """One run; returns a dict of per-record curves and final figures (None if it diverged)."""
-    T = n_updates * STEP
-    alpha = recipe_name in recipes.NEEDS_TAU
-    per_time = scale if alpha else scale / STEP
-    rec = recipes.recipe(recipe_name, scale=per_time, duration=T, relaxation=s.relaxation if alpha else None)
-    e = s.energy
-    e.eval_seconds, e.worst_error, e.worst_boundary_mass, e.n_refined = 0.0, 0.0, 0.0, 0
-    times = {0: 0.0}
-    before_impulse = []
-    last_interior = n_updates + 1          # updates: impulse, n interior, impulse
-    start = time.perf_counter()
-
-    def clock(update, theta, state):
-        times[update] = time.perf_counter() - start - e.eval_seconds
-        if alpha and update == last_interior:      # the true loss just before the final impulse
-            ev0, t0 = e.eval_seconds, time.perf_counter()
-            before_impulse.append(float(e.energy(data, theta).mean()) - e.free_energy(theta))
-            e.eval_seconds = ev0 + (time.perf_counter() - t0)     # evaluation, not training time
-
-    sampler = MALA()
-    try:
-        res = train(e, data, schedule=rec.schedule, preconditioner=rec.preconditioner, theta0=s.theta0,
-                    chains=s.chains, sampler=sampler, n_steps=n_updates, n_chains=cfg["n_chains"], n_replicas=1,
-                    seed=s.seed, free_energy="exact", record_every=cfg["record_every"], observers=[clock],
-                    keep_chains=keep_chains)
-    except (DivergenceError, InputError) as exc:
-        return {"diverged": str(exc), "nll_final": math.inf, "seed": s.seed}
-    h = res.history
-    upd = h["update"].astype(int)
-    offset = s.pilot_seconds if alpha else 0.0
-    t = np.array([times.get(int(k), math.nan) for k in upd]) + offset
-    nll = h["loss_true"]
-    bias = nll - h["loss_approx"]
-    out = {"recipe": recipe_name, "scale": scale, "seed": s.seed, "n_updates": res.n_updates, "update": upd,
-           "seconds": t, "nll": nll, "excess_work": h["excess_work"], "bias": bias,
-           "residual": bias - h["excess_work"], "nll_final": float(nll[-1]), "nll_initial": float(nll[0]),
-           "excess_work_final": float(h["excess_work"][-1]), "bias_final": float(bias[-1]),
-           "residual_final": float(bias[-1] - h["excess_work"][-1]), "first_law": res.first_law_residual,
-           "acceptance": res.acceptance_rate, "seconds_final": float(t[-1]), "grid_error": e.worst_error,
-           "grid_boundary_mass": e.worst_boundary_mass, "grid_refined": e.n_refined,
-           "preconditioner": res.preconditioner,
-           "nll_before_final_impulse": before_impulse[0] if before_impulse else math.nan,
-           "chains": res.final_chains if keep_chains else None, "diverged": None,
-           "density": _density(e.inner, torch.as_tensor(res.thetas[-1])) if keep_chains else None}
-    if not math.isfinite(out["nll_final"]):
-        out["diverged"] = "non-finite true loss"
-    elif max(e.worst_error, e.worst_boundary_mass) > GRID_TOL:
-        out["diverged"] = (f"grid quadrature not converged (error {e.worst_error:.2g}, boundary mass "
-                           f"{e.worst_boundary_mass:.2g}): the density left the box")
-    if out["diverged"]:
-        out["nll_final"] = math.inf
-    return out
-
-
-#: the window of the density panels
-VIEW = ((-4.0, 4.0), (-3.0, 3.0))
-
-
-def _density(energy, theta, n=81):
-    """p_theta on a grid over VIEW (normalised on that window; for the figure)."""
-    xs = torch.linspace(*VIEW[0], n, dtype=torch.float64)
-    ys = torch.linspace(*VIEW[1], n, dtype=torch.float64)
-    pts = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1).reshape(-1, 2)
-    e = energy.energy(pts.to(F32), theta)
-    p = torch.softmax(-e, 0).reshape(n, n)
-    return p.numpy()
-
-
-def _calibrate(names, s: _Seed, data, cfg, grids, rounds: int):
-    """Seconds per update of each recipe (training only), from short runs at its middle scale: the
-    recipes take turns for ``rounds`` rounds and each keeps its fastest round, so a burst of load
-    from another process on the shared cores does not land on one recipe only."""
-    spu = {name: math.inf for name in names}
-    for _ in range(rounds):
-        for name in names:
-            grid = grids[name]
-            r = _train(name, grid[len(grid) // 2], cfg["calib_updates"], s, data, cfg)
-            if r.get("diverged"):
-                r = _train(name, grid[0], cfg["calib_updates"], s, data, cfg)
-            if r.get("diverged"):
-                raise RuntimeError(f"calibration run of {name} diverged: {r['diverged']}")
-            # from the first recorded interior update to the last (the pilot offset cancels)
-            k, t = r["update"], r["seconds"]
-            spu[name] = min(spu[name], float((t[-1] - t[1]) / max(k[-1] - k[1], 1)))
-    return spu
-
-
-def _warm_up(data, cfg):
-    """One untimed short pilot and run of every recipe kind: first calls of torch.func / autograd
-    carry one-off costs that would otherwise land on whichever timing comes first."""
-    s = _Seed(TUNE_SEED + 1, {**cfg, "pilot_rows": 8, "pilot_steps": 8})
-    for name in ("sgd-constant", "adam", "natural-diag", "natural-lowrank", "friction-diag"):
-        _train(name, SCALE_GRIDS[name][0], 4, s, data, cfg)
-
-
-def _moons(cfg, quick, progress, done, total):
-    grids = QUICK_GRIDS if quick else SCALE_GRIDS
-    names = recipes.RECIPES
-    data = datasets.toy("moons", cfg["n_data"], gen=DATA_SEED)
-    _warm_up(data, cfg)
-    tune = _Seed(TUNE_SEED, cfg, repeats=2)
-    spu = _calibrate(names, tune, data, cfg, grids, cfg["calib_rounds"])
-    budget = cfg["ref_updates"] * spu["sgd-constant"]
-    n_upd = {}
-    for name in names:
-        setup = tune.pilot_seconds if name in recipes.NEEDS_TAU else 0.0
-        n_upd[name] = max(8, int((budget - setup) / spu[name]))
-    done += 1
-    progress(done, total)
-    tuning_rows, tuned = [], {}
-    for name in names:
-        results = []
-        for scale in grids[name]:
-            r = _train(name, scale, n_upd[name], tune, data, cfg)
-            results.append((scale, r))
-            tuning_rows.append([name, scale, n_upd[name], r["nll_final"], r.get("excess_work_final", math.nan),
-                                r["diverged"] or ""])
-        best = min(results, key=lambda sr: sr[1]["nll_final"])
-        tuned[name] = best[0]
-        done += 1
-        progress(done, total)
-    seeds = [_Seed(100 + i, cfg) for i in range(cfg["n_seeds"])]
-    runs = {name: [] for name in names}
-    for name in names:
-        for i, s in enumerate(seeds):
-            runs[name].append(_train(name, tuned[name], n_upd[name], s, data, cfg, keep_chains=i == 0))
-        done += 1
-        progress(done, total)
-    return {"data": data, "runs": runs, "tuned": tuned, "n_updates": n_upd, "seconds_per_update": spu,
-            "budget": budget, "tuning_rows": tuning_rows, "pilot_seconds": [s.pilot_seconds for s in seeds],
-            "tune_pilot_seconds": tune.pilot_seconds,
-            "tau": [s.relaxation["tau_mean"] for s in seeds], "grids": grids}, done
-
-
-def _digits(cfg, quick):
-    """RBM on the digits with two recipes; held-out NLL with ln Z exact and by AIS; final chains."""
-    dd = datasets.digits(gen=DATA_SEED)
-    rbm = GaussianBernoulliRBM(64, RBM_HIDDEN)
-    theta0 = rbm.init_theta(gen=11, data=dd.train, weight_std=RBM_WEIGHT_STD)
-    out = {"digits": dd, "runs": {}}
-    T = cfg["rbm_updates"] * RBM_STEP
-    ex0 = evaluate.nll(rbm, theta0, dd.test, rbm.log_partition(theta0))
-    out["nll_initial"] = ex0.nll
-    for name, scale in RBM_RECIPES.items():
-        alpha = name in recipes.NEEDS_TAU
-        tau = None
-        if alpha:
-            chains0 = rbm.sample_equilibrium(theta0, cfg["rbm_chains"], gen=torch.Generator().manual_seed(5))
-            tau = recipes.estimate_tau(rbm, theta0, chains0, dt=RBM_STEP, gen=torch.Generator().manual_seed(6),
-                                       rows=cfg["pilot_rows"], n_steps=cfg["pilot_steps"])
-        rec = recipes.recipe(name, scale=scale if alpha else scale / RBM_STEP, duration=T, tau=tau)
-        start = time.perf_counter()
-        res = train(rbm, dd.train, schedule=rec.schedule, preconditioner=rec.preconditioner, theta0=theta0,
-                    sampler="mala", n_steps=cfg["rbm_updates"], n_chains=cfg["rbm_chains"], n_replicas=1, seed=21,
-                    free_energy="exact", record_every=cfg["rbm_updates"], keep_chains=True)
-        seconds = time.perf_counter() - start
-        theta = torch.as_tensor(res.thetas[-1])
-        exact = evaluate.nll(rbm, theta, dd.test, rbm.log_partition(theta))
-        ais = evaluate.ais_log_partition(rbm, theta, gen=torch.Generator().manual_seed(31), n_chains=cfg["ais_chains"],
-                                         n_intermediate=cfg["ais_intermediate"], dt=RBM_STEP)
-        by_ais = evaluate.nll(rbm, theta, dd.test, ais)
-        out["runs"][name] = {"scale": scale, "tau": tau, "exact": exact, "ais": ais, "ais_nll": by_ais,
-                             "train_nll_final": res.final_loss, "excess_work": res.excess_work,
-                             "bias": res.bias, "first_law": res.first_law_residual, "seconds": seconds,
-                             "acceptance": res.acceptance_rate, "chains": res.final_chains}
-    return out
-
-
-def run(quick: bool = False, progress=no_progress) -> ExperimentResult:
-    cfg = SETTINGS[bool(quick)]
-    total = 2 + 2 * len(recipes.RECIPES) + 1
-    with single_thread():
-        moons, done = _moons(cfg, quick, progress, 0, total)
-        dig = _digits(cfg, quick)
-    progress(total, total)
-    return _result(moons, dig, cfg, quick)
-
-
-def _result(moons, dig, cfg, quick) -> ExperimentResult:
-    names = recipes.RECIPES
-    rows, checks, numbers, notes = [], [], {}, []
-    summary = {}
-    for name in names:
-        rs = [r for r in moons["runs"][name] if not r.get("diverged")]
-        n_div = len(moons["runs"][name]) - len(rs)
-        f = {k: _mean_se([r[k] for r in rs]) for k in ("nll_final", "nll_initial", "excess_work_final", "bias_final",
-                                                       "residual_final", "seconds_final", "acceptance",
-                                                       "nll_before_final_impulse")}
-        drop = _mean_se([r["nll_initial"] - r["nll_final"] for r in rs])
-        summary[name] = {**f, "drop": drop, "n_diverged": n_div, "runs": rs}
-        rows.append([name, recipes.describe(name), moons["tuned"][name], moons["n_updates"][name],
-                     *f["seconds_final"], *f["nll_final"], *drop, *f["excess_work_final"], *f["bias_final"],
-                     *f["residual_final"], f["nll_before_final_impulse"][0], f["acceptance"][0], len(rs), n_div])
-        numbers[f"{name}_nll"], numbers[f"{name}_nll_se"] = f["nll_final"]
-        numbers[f"{name}_excess_work"], numbers[f"{name}_excess_work_se"] = f["excess_work_final"]
-        if rs:
-            checks.append(Check(f"moons: {name}: first law per chain (max over chains and seeds)",
-                                max(r["first_law"] for r in rs), 0.0, 1e-8, "abs", reference_name="Delta E = W + Q",
-                                kind="identity"))
-            checks.append(Check(f"moons: {name}: grid quadrature converged (max |lnZ_h - lnZ_2h| over the runs)",
-                                max(r["grid_error"] for r in rs), 0.0, GRID_TOL, "le",
-                                reference_name="trapezoid at h and 2h", kind="consistency"))
-            checks.append(Check(f"moons: {name}: grid box holds the density (max mass in the outer 5 % band)",
-                                max(r["grid_boundary_mass"] for r in rs), 0.0, GRID_TOL, "le",
-                                reference_name="no truncation", kind="consistency"))
-    ok = {n: s for n, s in summary.items() if math.isfinite(s["nll_final"][0])}
-    winners = {}
-    if ok:
-        best_nll = min(ok, key=lambda n: ok[n]["nll_final"][0])
-        best_bias = min(ok, key=lambda n: abs(ok[n]["bias_final"][0]))
-        winners = {"nll": best_nll, "bias": best_bias}
-        nl = sorted(ok, key=lambda n: ok[n]["nll_final"][0])
-        second = nl[1] if len(nl) > 1 else None
-        if second:
-            d = ok[second]["nll_final"][0] - ok[best_nll]["nll_final"][0]
-            se = math.hypot(ok[second]["nll_final"][1] or 0.0, ok[best_nll]["nll_final"][1] or 0.0)
-            numbers["nll_margin_winner_to_runner_up"], numbers["nll_margin_winner_to_runner_up_se"] = d, se
-            lost = ", ".join(f"{n} {summary[n]['n_diverged']}" for n in names if summary[n]["n_diverged"])
-            notes.append(f"True NLL at equal wall time: {best_nll} wins with {ok[best_nll]['nll_final'][0]:.3f} +- "
-                         f"{ok[best_nll]['nll_final'][1]:.3f} nats, {d:.3f} +- {se:.3f} below the runner-up "
-                         f"({second}); initial NLL {ok[best_nll]['nll_initial'][0]:.3f}. Means are over the scored "
-                         f"seeds; diverged or unscored seeds (quadrature not converged): {lost or 'none'}.")
-        b, w = ok[best_bias], ok[best_nll]
-        ratio = w["bias_final"][0] / b["bias_final"][0] if b["bias_final"][0] > 0 else math.inf
-        numbers["bias_ratio_best_nll_over_best_bias"] = ratio
-        others = sorted((n for n in ok if n != best_bias), key=lambda n: abs(ok[n]["bias_final"][0]))
-        runner = others[0] if others else best_bias
-        compare = (f"the NLL winner ({best_nll}) carries {ratio:.1f} times that bias ({w['bias_final'][0]:.3f} +- "
-                   f"{w['bias_final'][1]:.3f}) and lowers the NLL by {w['drop'][0]:.3f} +- {w['drop'][1]:.3f}"
-                   if best_nll != best_bias else
-                   f"it is also the NLL winner; the next smallest bias is {runner}'s, "
-                   f"{ok[runner]['bias_final'][0]:.3f} +- {ok[runner]['bias_final'][1]:.3f}")
-        notes.append(f"Bias (L - L_approx) at equal wall time: {best_bias} is smallest with {b['bias_final'][0]:.3f} "
-                     f"+- "
-                     f"{b['bias_final'][1]:.3f} nats (W_ex {b['excess_work_final'][0]:.3f}) while lowering the NLL by "
-                     f"{b['drop'][0]:.3f} +- {b['drop'][1]:.3f}; {compare}. Bias per nat of NLL decrease: "
-                     + ", ".join(f"{n} {ok[n]['bias_final'][0] / ok[n]['drop'][0]:.2f}" for n in ok
-                                 if ok[n]["drop"][0] > 0) + ".")
-        alpha = [n for n in recipes.NEEDS_TAU if n in ok]
-        pilot, spu = float(np.mean(moons["pilot_seconds"])), moons["seconds_per_update"]
-        plain = [n for n in ok if n not in recipes.NEEDS_TAU]
-        if alpha and plain:
-            ba = min(alpha, key=lambda n: ok[n]["nll_final"][0])
-            bp = min(plain, key=lambda n: ok[n]["nll_final"][0])
-            d = ok[ba]["nll_final"][0] - ok[bp]["nll_final"][0]
-            se = math.hypot(ok[ba]["nll_final"][1] or 0.0, ok[bp]["nll_final"][1] or 0.0)
-            verdict = ("helps" if d < -2 * se else "does not help" if d > 2 * se else "makes no resolved difference")
-            notes.append(f"Minimal-dissipation design on true NLL at equal wall time: the best alpha(t) recipe ({ba}, "
-                         f"{ok[ba]['nll_final'][0]:.3f}) vs the best SGD/Adam recipe ({bp}, "
-                         f"{ok[bp]['nll_final'][0]:.3f}): "
-                         f"difference {d:+.3f} +- {se:.3f} nats, the design {verdict} here. Its costs: the pilot run "
-                         f"({pilot:.2f} s, {100 * pilot / moons['budget']:.0f} % "
-                         f"of the budget) and per-chain gradients for the Fisher ("
-                         + ", ".join(f"{n} {spu[n] / spu['sgd-constant']:.1f}x"
-                                     for n in alpha) + " the seconds per update of sgd-constant).")
-            for n in alpha:
-                rs_n = summary[n]["runs"]
-                changes = [r["nll_final"] - r["nll_before_final_impulse"] for r in rs_n
-                           if math.isfinite(r["nll_before_final_impulse"])]
-                if changes:
-                    m, se_c = _mean_se(changes)
-                    numbers[f"{n}_final_impulse_nll_change"] = m
-                    numbers[f"{n}_final_impulse_nll_change_se"] = se_c
-                    what = "raises" if m > 0 else "lowers"
-                    notes.append(f"{n}: the final impulse (a frozen-chain step scale/2 x P g_hat, the jump that lands "
-                                 f"the "
-                                 f"trap on its target) {what} the true NLL by {abs(m):.3f} +- {se_c:.3f} nats.")
-    notes.append(f"Wall-time budget {moons['budget']:.2f} s of training per run (= {cfg['ref_updates']} updates of "
-                 f"sgd-constant); seconds per update (training only; fastest of {cfg['calib_rounds']} interleaved "
-                 "calibration rounds): " + ", ".join(
-                     f"{n} {1e3 * moons['seconds_per_update'][n]:.1f} ms" for n in names)
-                 + f"; alpha(t) recipes also pay the pilot run ({np.mean(moons['pilot_seconds']):.2f} s, "
-                 f"tau = {np.mean(moons['tau']):.2f}). Timings come from a shared machine on one torch thread.")
-    notes.append("Learning rates tuned on a separate seed over the grids " + "; ".join(
-        f"{n}: {list(moons['grids'][n])}" for n in names) + " (SGD / Adam: per-update lr at t = 0; alpha(t) "
-        "recipes: the factor on alpha(t)); criterion: final true NLL.")
-    for name in names:
-        for r in moons["runs"][name]:
-            if r.get("diverged"):
-                notes.append(f"Unscored: {name} (scale {moons['tuned'][name]}), seed {r.get('seed', '?')}: "
-                             f"{r['diverged']}")
-    notes.append("Identity 1 is not exact for a network (E is not linear in theta): the column bias - W_ex is its "
-                 "O(|dtheta|^2) residual, summed over the run.")
-    # digits
-    drow = []
-    for name, r in dig["runs"].items():
-        ex, ais, by_ais = r["exact"], r["ais"], r["ais_nll"]
-        drow.append([name, r["scale"], ex.nll, by_ais.nll, by_ais.nll_se, ais.log_partition, ais.log_partition_se,
-                     ex.log_partition, ais.diagnostics["ess_fraction"], r["excess_work"], r["bias"], r["seconds"]])
-        numbers[f"digits_{name}_heldout_nll"] = ex.nll
-        numbers[f"digits_{name}_heldout_nll_ais"] = by_ais.nll
-        numbers[f"digits_{name}_heldout_nll_ais_se"] = by_ais.nll_se
-        checks.append(Check(f"digits: {name}: AIS ln Z vs exact enumeration of 2^{RBM_HIDDEN} hidden states",
-                            ais.log_partition, ex.log_partition, 4.0, "se", se=max(ais.log_partition_se, 1e-12),
-                            reference_name="exact enumeration", kind="independent"))
-        checks.append(Check(f"digits: {name}: first law per chain", r["first_law"], 0.0, 1e-8, "abs",
-                            reference_name="Delta E = W + Q", kind="identity"))
-    notes.append(f"Digits: held-out NLL in nats per image in the standardised space (initial {dig['nll_initial']:.2f}; "
-                 f"add {dig['digits'].log_jacobian:.2f} for the (v + u)/17 pixel space). RBM scales fixed, not tuned: "
-                 + ", ".join(f"{n} {s}" for n, s in RBM_RECIPES.items()) + ".")
-    tables = [
-        Table("neural_recipes_equal_wall_time",
-              ["recipe", "rule", "tuned_scale", "n_updates", "seconds", "seconds_se", "nll", "nll_se", "nll_drop",
-               "nll_drop_se", "excess_work", "excess_work_se", "bias", "bias_se", "identity1_residual",
-               "identity1_residual_se", "nll_before_final_impulse", "acceptance", "n_seeds", "n_diverged"], rows),
-        Table("neural_recipes_tuning", ["recipe", "scale", "n_updates", "nll_final", "excess_work", "diverged"],
-              moons["tuning_rows"]),
-        Table("neural_recipes_digits", ["recipe", "scale", "heldout_nll_exact", "heldout_nll_ais", "heldout_nll_ais_se",
-                                        "log_z_ais", "log_z_ais_se", "log_z_exact", "ais_ess_fraction", "excess_work",
-                                        "bias", "seconds"], drow),
+def _true_density_checks(ctx, cfg) -> tuple[list, dict]:
+    x, logp, _ = ctx.test("moons")
+    lib = logp.numpy()
+    ind = ref.moons_log_density(x.numpy())
+    h = ref.moons_entropy()
+    n = 121                      # spacing 0.075 against the noise width 0.2; p < 1e-12 outside [-4.5, 4.5]^2
+    g = np.linspace(-4.5, 4.5, n)
+    X, Y = np.meshgrid(g, g, indexing="xy")
+    pts = torch.as_tensor(np.stack([X.ravel(), Y.ravel()], 1))
+    mass = ref.simpson_2d(np.exp(datasets.true_log_density("moons", pts).log_density.numpy()).reshape(n, n),
+                          g[1] - g[0])
+    nll, se = float(-lib.mean()), float(lib.std(ddof=1) / math.sqrt(lib.size))
+    checks = [
+        Check("moons true density: ln p at the held-out draws vs pure-NumPy Simpson over the arcs (max |diff|)",
+              float(np.abs(lib - ind).max()), 0.0, 1e-5, "abs", reference_name="references.moons_log_density",
+              kind="independent"),
+        Check(f"moons true density integrates to 1 (Simpson, {n}^2 points on [-4.5, 4.5]^2)", mass, 1.0, 1e-6, "abs",
+              reference_name="normalisation", kind="independent"),
+        Check(f"moons true density: NLL on its own {lib.size} held-out draws vs its entropy -int p ln p",
+              nll, h, 4.0, "se", se=se, reference_name="references.moons_entropy (Simpson)", kind="independent"),
     ]
-    params = {k: v for k, v in cfg.items()}
-    params.update(hidden=list(HIDDEN), confinement=CONFINEMENT, step=STEP, box=list(BOX), grid_n=GRID_N,
-                  data_seed=DATA_SEED, tune_seed=TUNE_SEED, scale_grids={k: list(v) for k, v in moons["grids"].items()},
-                  rbm_hidden=RBM_HIDDEN, rbm_step=RBM_STEP, rbm_recipes=RBM_RECIPES, rbm_weight_std=RBM_WEIGHT_STD)
-    numbers = {k: float(v) for k, v in numbers.items() if math.isfinite(v)}   # the report's JSON takes numbers
-    return ExperimentResult(name=NAME, data={"moons": moons, "summary": summary, "digits": dig, "winners": winners},
+    return checks, {"true_nll": nll, "true_nll_se": se, "entropy": h, "mass": mass}
+
+
+def _log_z_checks(best_runs, ctx, cfg) -> tuple[list, list]:
+    """Grid ln Z (the library's trapezoid with refinement) of each family's best model vs an independent
+    Simpson rule on a finer grid of the same energy."""
+    checks, rows = [], []
+    n = 2 * cfg.grid_n + 1                       # odd, finer than the library's base grid
+    lo, hi = cfg.box
+    g = np.linspace(lo, hi, n)
+    X, Y = np.meshgrid(g, g, indexing="xy")
+    pts = torch.as_tensor(np.stack([X.ravel(), Y.ravel()], 1), dtype=torch.float32)
+    for f, r in best_runs.items():
+        s = ctx.seed(r["dataset"], r["seed"])
+        th = torch.as_tensor(r["_thetas"][-1])
+        lz_lib = s.energy.log_partition(th).log_partition
+        e = s.energy.inner.energy(pts, th).double().numpy().reshape(n, n)
+        lz_ind = ref.log_partition_simpson(e, g[1] - g[0])
+        rows.append([f, r["scale"], r["seed"], lz_lib, lz_ind, lz_lib - lz_ind])
+        checks.append(Check(f"moons: {f} (scale {r['scale']:g}): grid ln Z of the final model vs independent "
+                            f"Simpson on {n}^2 points", lz_lib, lz_ind, 5e-4, "abs",
+                            reference_name="references.log_partition_simpson", kind="independent"))
+    return checks, rows
+
+
+def _load_study() -> dict | None:
+    p = STUDY_DIR / "summary.json"
+    if not p.exists():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def run(quick: bool = True, progress=no_progress) -> ExperimentResult:
+    st = SETTINGS[quick]
+    cfg = st["cfg"]
+    specs = _specs(st)
+    total = len(specs) + 2
+    ctx = ns.Context(cfg)
+    runs = []
+    with single_thread():
+        for i, spec in enumerate(specs):
+            r = ns.run_one(spec, ctx, keep_density=spec.seed == st["seeds"][0], keep_thetas=True)
+            runs.append(r)
+            progress(i + 1, total)
+        agg = ns.aggregate(runs, specs)
+        ok = [r for r in runs if not r["diverged"]]
+        best = {}
+        for f in st["families"]:
+            fr = [r for r in ok if r["family"] == f and r["seed"] == st["seeds"][0]]
+            if fr:
+                best[f] = min(fr, key=lambda r: r["gap"])
+        td_checks, td = _true_density_checks(ctx, cfg)
+        lz_checks, lz_rows = _log_z_checks(best, ctx, cfg)
+        # Jarzynski where the variance permits (Var W ~ 2 W_ex near equilibrium): the best-gap run of the first
+        # seed among those ending at W_ex <= 2 kT (else the least-W_ex run), replayed up to W_ex <= 1 kT
+        jar = None
+        first = [r for r in ok if r["seed"] == st["seeds"][0]]
+        if first:
+            low = [r for r in first if r["excess_work"] <= 2.0]
+            pick = min(low, key=lambda r: r["gap"]) if low else min(first, key=lambda r: r["excess_work"])
+            jar = _replay_jarzynski(pick, ctx, st["replay_chains"])
+        progress(total - 1, total)
+    return _result(runs, agg, td_checks, td, lz_checks, lz_rows, jar, st, quick)
+
+
+def _result(runs, agg, td_checks, td, lz_checks, lz_rows, jar, st, quick) -> ExperimentResult:
+    cfg = st["cfg"]
+    checks = list(td_checks) + list(lz_checks)
+    ok = [r for r in runs if not r["diverged"]]
+    for r in ok:
+        tag = f"moons: {r['family']} scale {r['scale']:g} seed {r['seed']}"
+        checks.append(Check(f"{tag}: Gibbs, test NLL >= true-density NLL on the same draws (gap >= -3 SE)",
+                            r["gap"], 0.0, 3.0 * r["gap_se"], "ge", reference_name="Gibbs' inequality",
+                            kind="law"))
+        checks.append(Check(f"{tag}: second law, W_ex >= 0 (within 3 fixed-path SE)", r["excess_work"], 0.0,
+                            3.0 * r["excess_work_fixed_path_se"], "ge", reference_name="second law", kind="law"))
+    if jar is not None:
+        checks.append(Check(f"moons: replay of {jar['family']} (scale {jar['scale']:g}), {jar['updates']} updates, "
+                            f"{jar['n_chains']} fresh chains: ln <exp(-(W - Delta F))> = 0 (Delta F by the grid)",
+                            jar["log_avg"], 0.0, 4.0, "se", se=max(jar["log_avg_se"], 1e-12),
+                            reference_name="Jarzynski", kind="law"))
+        checks.append(Check(f"moons: replay of {jar['family']}: second law on a fixed path, W_ex >= 0 (3 SE)",
+                            jar["excess_work"], 0.0, 3.0 * jar["excess_work_se"], "ge", reference_name="second law",
+                            kind="law"))
+    if ok:
+        checks.append(Check("moons: first law per chain, max over chains and runs", max(r["first_law"] for r in ok),
+                            0.0, 1e-8, "abs", reference_name="Delta E = W + Q", kind="identity"))
+        checks.append(Check("moons: grid quadrature converged in every scored run (max of error estimate and "
+                            "boundary mass)", max(max(r["grid_error"], r["grid_boundary_mass"]) for r in ok), 0.0,
+                            1e-3, "le", reference_name="trapezoid at h and h/2; mass in the outer band",
+                            kind="consistency"))
+    res = agg["datasets"].get("moons", {})
+    numbers, notes = {}, []
+    numbers["true_density_nll"], numbers["true_density_nll_se"] = td["true_nll"], td["true_nll_se"]
+    numbers["true_density_entropy"] = td["entropy"]
+    for f in st["families"]:
+        pts = [p for p in res.get("equal_updates", {}).get(f, {}).get("points", []) if math.isfinite(p["gap"])]
+        if pts:
+            b = min(pts, key=lambda p: p["gap"])
+            numbers[f"{f}_best_gap"] = b["gap"]
+            if math.isfinite(b["gap_seed_se"]):
+                numbers[f"{f}_best_gap_se"] = b["gap_seed_se"]
+            numbers[f"{f}_best_gap_excess_work"] = b["excess_work"]
+            if math.isfinite(b["excess_work_seed_se"]):
+                numbers[f"{f}_best_gap_excess_work_se"] = b["excess_work_seed_se"]
+    notes.extend(ns.claims(agg))
+    if res:
+        spu = res["seconds_per_update"]
+        base = spu.get("sgd-constant", math.nan)
+        notes.append("Cost per update (training only, this machine, one torch thread): " + ", ".join(
+            f"{f} {1e3 * v:.1f} ms ({v / base:.1f}x)" for f, v in spu.items() if math.isfinite(v))
+            + "; the alpha(t) families and md-lr also pay the tau pilot (" + ", ".join(
+                f"{f} {v:.2f} s" for f, v in res["pilot_seconds"].items() if v and math.isfinite(v) and v > 0)
+            + f"). Equal-wall-time budget {res['budget_seconds']:.2f} s.")
+    div = [r for r in runs if r["diverged"]]
+    if div:
+        notes.append("Unscored runs: " + "; ".join(f"{r['family']} scale {r['scale']:g} seed {r['seed']}: "
+                                                   f"{r['diverged'][:90]}" for r in div) + ".")
+    if jar is not None:
+        notes.append(f"Jarzynski replay: {jar['family']} (scale {jar['scale']:g}, seed {jar['seed']}), the first "
+                     f"{jar['updates']} updates of its trained path open-loop on {jar['n_chains']} fresh chains: "
+                     f"W_ex {jar['excess_work']:.3f} +- {jar['excess_work_se']:.3f}, Var W {jar['work_var']:.3f}, "
+                     f"ln <exp(-(W - Delta F))> = {jar['log_avg']:+.4f} +- {jar['log_avg_se']:.4f}. Training runs "
+                     "themselves are feedback protocols (theta follows the chains), where Jarzynski's equality is "
+                     "not exact; the replay removes the feedback.")
+    notes.append("Errors: 'seed SE' is the spread of the per-seed values over seeds (each seed: another network "
+                 "init, chains and noise); 'fixed-path SE' of W_ex is the Monte-Carlo error over the chains of one "
+                 "run given the theta path it took (std_i W_i / sqrt(N), combined over seeds as sqrt(sum se^2) / "
+                 "n_seeds). They answer different questions and are never added.")
+    study = _load_study()
+    cols, rows = ns.summary_table(agg, "equal_updates")
+    cols_w, rows_w = ns.summary_table(agg, "equal_wall_time")
+    tables = [Table("neural_recipes_fronts_equal_updates", cols, rows),
+              Table("neural_recipes_fronts_equal_wall_time", cols_w, rows_w),
+              Table("neural_recipes_log_partition", ["family", "scale", "seed", "log_z_grid", "log_z_simpson",
+                                                     "difference"], lz_rows)]
+    if study is not None:
+        scols, srows = ns.summary_table(study, "equal_updates")
+        tables.append(Table("neural_study_precomputed_equal_updates", scols, srows))
+        scols, srows = ns.summary_table(study, "equal_wall_time")
+        tables.append(Table("neural_study_precomputed_equal_wall_time", scols, srows))
+        miss = study.get("missing", [])
+        notes.append(f"Precomputed full study (benchmarks/results/neural_study, not rerun here; regenerate: "
+                     f"{REGENERATE}, about {study.get('study_seconds', 0) / 60:.0f} min of training on one core): "
+                     f"{study.get('n_runs')} of {study.get('n_expected')} runs"
+                     + (f", PARTIAL: {len(miss)} runs missing (e.g. {', '.join(miss[:4])})" if miss else "")
+                     + ". Its claims: " + " ".join(study.get("claims", [])))
+    else:
+        notes.append(f"Precomputed full study not found at {STUDY_DIR} (regenerate: {REGENERATE}).")
+    params = {"settings": cfg.fingerprint(), "families": list(st["families"]),
+              "scales": {f: list(st["scales"][f]) for f in st["families"]}, "seeds": list(st["seeds"]),
+              "replay_chains": st["replay_chains"], "jarzynski_max_excess_work": JARZYNSKI_MAX_WEX,
+              "data_seed": ns.DATA_SEED, "test_seed": ns.TEST_SEED}
+    numbers = {k: float(v) for k, v in numbers.items() if v is not None and math.isfinite(v)}
+    slim = [{k: v for k, v in r.items() if not k.startswith("_")} for r in runs]
+    return ExperimentResult(name=NAME, data={"runs": slim, "agg": agg, "study": study, "jarzynski": jar,
+                                             "families": list(st["families"])},
                             tables=tables, checks=checks, numbers=numbers, parameters=params, notes=notes)
 
 
-def _band(ax, xs, ys, color, label, **kw):
-    """Mean curve over runs (interpolated on the first run's x) with a +-1 SE band."""
-    if not ys:
+def _best_curves(runs, agg, fam):
+    pts = [p for p in agg["datasets"]["moons"]["equal_updates"].get(fam, {}).get("points", [])
+           if math.isfinite(p["gap"])]
+    if not pts:
+        return []
+    b = min(pts, key=lambda p: p["gap"])["scale"]
+    return [r for r in runs if r["family"] == fam and r["scale"] == b and not r["diverged"]]
+
+
+def _mean_curve(ax, rs, xkey, ykey, color, label):
+    if not rs:
         return
-    x = xs[0]
-    Y = np.array([np.interp(x, xi, yi) for xi, yi in zip(xs, ys)])
-    m = Y.mean(0)
-    ax.plot(x, m, color=color, label=label, **kw)
+    x = np.asarray(rs[0]["curves"][xkey], float)
+    Y = np.array([np.interp(x, r["curves"][xkey], r["curves"][ykey]) for r in rs])
+    ax.plot(x, Y.mean(0), color=color, label=label, lw=1.2)
     if len(Y) > 1:
         se = Y.std(0, ddof=1) / math.sqrt(len(Y))
-        ax.fill_between(x, m - se, m + se, color=color, alpha=0.2, lw=0)
-
-
-def _mosaic(images, k=6):
-    imgs = np.asarray(images)[: k * k]
-    out = np.zeros((k * 9, k * 9))
-    for i, im in enumerate(imgs):
-        r, c = divmod(i, k)
-        out[r * 9:r * 9 + 8, c * 9:c * 9 + 8] = im
-    return out
+        ax.fill_between(x, Y.mean(0) - se, Y.mean(0) + se, color=color, alpha=0.2, lw=0)
 
 
 def plot(result: ExperimentResult):
     import matplotlib.pyplot as plt
 
-    moons, summary, dig = result.data["moons"], result.data["summary"], result.data["digits"]
-    names = list(summary)
-    fig = plt.figure(figsize=(16, 12))
-    gs = fig.add_gridspec(3, 8, height_ratios=[1.2, 0.8, 0.9])
-    ax_u, ax_t, ax_w, ax_s = (fig.add_subplot(gs[0, 2 * i:2 * i + 2]) for i in range(4))
-    for n in names:
-        rs = summary[n]["runs"]
-        if not rs:
-            continue
-        c = COLORS[n]
-        _band(ax_u, [r["update"] for r in rs], [r["nll"] for r in rs], c, n)
-        _band(ax_t, [r["seconds"] for r in rs], [r["nll"] for r in rs], c, n)
-        _band(ax_w, [r["seconds"] for r in rs], [r["excess_work"] for r in rs], c, n)
-        _band(ax_w, [r["seconds"] for r in rs], [r["bias"] for r in rs], c, None, ls="--", lw=0.8)
-        s = summary[n]
-        ax_s.errorbar(s["excess_work_final"][0], s["nll_final"][0], xerr=s["excess_work_final"][1] or 0.0,
-                      yerr=s["nll_final"][1] or 0.0, fmt="o", color=c, label=n)
-    ax_u.set(xlabel="update", ylabel="true NLL (nats)", title="(a) true NLL vs updates")
-    ax_t.set(xlabel="training wall time (s)", ylabel="true NLL (nats)", title="(b) true NLL vs wall time")
-    ax_t.axvline(moons["budget"], color="0.6", ls=":", lw=1)
-    ax_w.set(xlabel="training wall time (s)", ylabel="kT", title="(c) W_ex (solid), bias L - L_approx (dashed)")
-    ax_w.set_yscale("symlog", linthresh=1e-2)
-    ax_s.set(xlabel="final W_ex (kT)", ylabel="final true NLL (nats)", title="(d) equal wall time")
-    ax_u.legend(fontsize=7)
-    ax_s.set_xscale("symlog", linthresh=1e-2)
-    data = moons["data"].numpy()
-    ax = fig.add_subplot(gs[1, 0])
-    ax.scatter(data[:, 0], data[:, 1], s=1, color="0.3")
+    runs, agg, study = result.data["runs"], result.data["agg"], result.data["study"]
+    fams = result.data["families"]
+    fig = plt.figure(figsize=(18, 14))
+    nd = len(fams) + 1
+    cols = 4 * nd // math.gcd(4, nd)               # one grid for both rows: tight_layout needs common columns
+    gs = fig.add_gridspec(3, cols, height_ratios=[1.25, 0.55, 1.25])
+    q, w = cols // 4, cols // nd
+    res = agg["datasets"].get("moons")
+    ax_a, ax_b, ax_c, ax_d = (fig.add_subplot(gs[0, i * q:(i + 1) * q]) for i in range(4))
+    if res:
+        ns.draw_fronts(ax_a, res["equal_updates"], title="(a) moons: equal updates")
+        ns.draw_fronts(ax_b, res["equal_wall_time"], title=f"(b) equal wall time ({res['budget_seconds']:.1f} s)")
+        ax_a.legend(fontsize=6)
+        for f in fams:
+            rs = _best_curves(runs, agg, f)
+            _mean_curve(ax_c, rs, "update", "gap", ns.COLORS[f], f)
+            _mean_curve(ax_d, rs, "seconds", "excess_work", ns.COLORS[f], f)
+    ax_c.set(xlabel="update", ylabel="test NLL - true NLL (nats)", title="(c) gap vs updates (best scale)",
+             yscale="log")
+    ax_d.set(xlabel="training wall time (s)", ylabel="W_ex (kT)", title="(d) W_ex vs wall time (best scale)")
+    ax_c.legend(fontsize=6)
+    view = ns.VIEW["moons"]
+    ax = fig.add_subplot(gs[1, 0:w])
+    x = datasets.toy("moons", 1000, gen=ns.DATA_SEED).numpy()
+    ax.scatter(x[:, 0], x[:, 1], s=0.5, color="0.2")
     ax.set_title("(e) data", fontsize=8)
-    for i, n in enumerate(names):
-        ax = fig.add_subplot(gs[1, i + 1], sharex=fig.axes[-1], sharey=fig.axes[-1])
-        rs = summary[n]["runs"]
-        first = next((r for r in rs if r.get("chains") is not None), None)
-        if first is not None:
-            ax.imshow(first["density"], origin="lower", extent=(*VIEW[0], *VIEW[1]), cmap="Greys", aspect="auto")
-            ch = first["chains"].numpy()
-            ax.scatter(ch[:, 0], ch[:, 1], s=0.5, color=COLORS[n], alpha=0.6)
-        ax.set_title(n, fontsize=8)
-    for ax in fig.axes[-len(names) - 1:]:
-        ax.set_xlim(*VIEW[0])
-        ax.set_ylim(*VIEW[1])
-        ax.tick_params(labelsize=6)
-    dd = dig["digits"]
-    panels = [("(f) digits: held-out data", dd.to_pixels(dd.test[:36]).numpy())]
-    for n, r in dig["runs"].items():
-        panels.append((f"RBM, {n}: NLL {r['ais_nll'].nll:.1f} +- {r['ais_nll'].nll_se:.1f} (AIS), "
-                       f"{r['exact'].nll:.1f} (exact)", dd.to_pixels(r["chains"][:36]).numpy()))
-    for i, (title, imgs) in enumerate(panels):
-        ax = fig.add_subplot(gs[2, 2 * i:2 * i + 2])
-        ax.imshow(_mosaic(imgs), cmap="gray_r", vmin=0, vmax=1)
-        ax.set_title(title, fontsize=8)
-        ax.axis("off")
+    dens = [ax]
+    for j, f in enumerate(fams):
+        ax = fig.add_subplot(gs[1, (j + 1) * w:(j + 2) * w])
+        dens.append(ax)
+        rs = [r for r in _best_curves(runs, agg, f) if r.get("density")]
+        if rs:
+            r = rs[0]
+            ax.imshow(np.asarray(r["density"]), origin="lower", extent=(*view[0], *view[1]), cmap="Greys",
+                      aspect="auto")
+            ax.set_title(f"{f} {r['scale']:g}: gap {r['gap']:.2f}", fontsize=7)
+        else:
+            ax.set_title(f"{f}: no scored run", fontsize=7)
+    for ax in dens:
+        ax.set_xlim(*view[0])
+        ax.set_ylim(*view[1])
+        ax.set_xticks([])
+        ax.set_yticks([])
+    panels = []
+    if study:
+        for ds in ("moons", "checkerboard"):
+            if ds in study["datasets"]:
+                r = study["datasets"][ds]
+                panels.append((r["equal_updates"], f"precomputed study, {ds}: equal updates "
+                                                   f"({study['settings']['n_updates']} per run)"))
+                panels.append((r["equal_wall_time"], f"precomputed study, {ds}: equal wall time "
+                                                     f"({r['budget_seconds']:.1f} s)"))
+    letters = "fghi"
+    for i in range(4):
+        ax = fig.add_subplot(gs[2, i * q:(i + 1) * q])
+        if i < len(panels):
+            ns.draw_fronts(ax, panels[i][0], title=f"({letters[i]}) {panels[i][1]}", label_scales=False)
+            if i == 0:
+                ax.legend(fontsize=5)
+            ax.title.set_fontsize(8)
+        else:
+            ax.text(0.5, 0.5, "precomputed study\nnot available", ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
     fig.tight_layout()
     return fig

@@ -147,3 +147,64 @@ def harmonic_split(s: float, mu: float, T: float, distance: float) -> tuple[floa
     tau = s / mu
     v = distance / (T + 2.0 * tau)
     return 0.5 * (2.0 * v * tau) ** 2 / s, v * v * T / mu
+
+
+# ---------------------------------------------------------------------------- two moons (neural section)
+
+def moons_log_density(x, n_t: int = 801) -> np.ndarray:
+    """ln p(x) of the two-moons process written apart from ``mindiss.data.toy``: a point of the outer arc
+    (cos t, sin t) or the inner arc (1 - cos t, 1/2 - sin t), t ~ U(0, pi), each arm with probability 1/2,
+    plus N(0, 0.1^2 I) noise, then shifted by -(1/2, 1/4) and doubled; so p(x) = (1/2) sum_arm (1/pi)
+    int_0^pi N(x; 2 (c_arm(t) - (1/2, 1/4)), 0.2^2 I) dt, here by the composite Simpson rule on n_t
+    (odd) points in t, with a log-sum-exp over the nodes. x: (n, 2) array; returns (n,)."""
+    x = np.asarray(x, float)
+    if n_t % 2 == 0:
+        n_t += 1
+    t = np.linspace(0.0, math.pi, n_t)
+    w = np.full(n_t, 2.0)
+    w[1::2] = 4.0
+    w[0] = w[-1] = 1.0
+    w *= (t[1] - t[0]) / 3.0
+    arcs = [np.stack([np.cos(t), np.sin(t)], 1), np.stack([1.0 - np.cos(t), 0.5 - np.sin(t)], 1)]
+    var = 0.2 ** 2
+    out = np.empty(x.shape[0])
+    for i in range(0, x.shape[0], 512):
+        xi = x[i:i + 512]
+        terms = []
+        for c in arcs:
+            mu = 2.0 * (c - np.array([0.5, 0.25]))
+            d2 = ((xi[:, None, :] - mu[None]) ** 2).sum(-1)
+            terms.append(-0.5 * d2 / var - math.log(2 * math.pi * var) + np.log(w / math.pi * 0.5)[None])
+        a = np.concatenate(terms, 1)
+        m = a.max(1)
+        out[i:i + 512] = m + np.log(np.exp(a - m[:, None]).sum(1))
+    return out
+
+
+def simpson_2d(values: np.ndarray, h: float) -> float:
+    """The composite Simpson rule in both directions of an (n, n) array of samples (n odd) at spacing h."""
+    n = values.shape[0]
+    if n % 2 == 0 or values.shape[1] != n:
+        raise ValueError("simpson_2d needs an (n, n) array with n odd")
+    w = np.full(n, 2.0)
+    w[1::2] = 4.0
+    w[0] = w[-1] = 1.0
+    w *= h / 3.0
+    return float(w @ values @ w)
+
+
+def log_partition_simpson(energies: np.ndarray, h: float) -> float:
+    """ln int exp(-E) dx on a square grid by ``simpson_2d`` (E: (n, n) samples, n odd), shifted by min E."""
+    e = np.asarray(energies, float)
+    m = e.min()
+    return float(-m + math.log(simpson_2d(np.exp(-(e - m)), h)))
+
+
+def moons_entropy(box: float = 5.0, n: int = 201, n_t: int = 401) -> float:
+    """H = -int p ln p of the two-moons density (``moons_log_density``) by ``simpson_2d`` over
+    [-box, box]^2 (the density is below 1e-30 outside [-3.5, 3.5]^2)."""
+    g = np.linspace(-box, box, n)
+    X, Y = np.meshgrid(g, g, indexing="xy")
+    lp = moons_log_density(np.stack([X.ravel(), Y.ravel()], 1), n_t).reshape(n, n)
+    p = np.exp(lp)
+    return -simpson_2d(p * lp, g[1] - g[0])
