@@ -76,7 +76,7 @@ def aggregate(out: Path, specs, figures: bool = True) -> dict:
     agg["claims"] = ns.claims(agg)
     agg["n_runs"] = len(runs)
     agg["n_expected"] = len(specs)
-    agg["study_seconds"] = sum(r.get("wall_seconds") or 0.0 for r in runs)
+    agg["training_seconds_sum"] = sum(r.get("wall_seconds") or 0.0 for r in runs)
     if runs:
         agg["settings"] = runs[0]["settings"]
     atomic_write_json(out / "summary.json", ns._json_safe(agg))

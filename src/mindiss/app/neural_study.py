@@ -485,6 +485,25 @@ def aggregate(runs: list[dict], expected: list[RunSpec] | None = None) -> dict:
     return out
 
 
+def revive(agg: dict) -> dict:
+    """An ``aggregate`` result read back from JSON: the front points' nulls (NaN on the way out) become NaN."""
+    def fix(p):
+        return None if p is None else {k: (math.nan if v is None and k not in ("seeds",) else v) for k, v in p.items()}
+
+    for res in agg.get("datasets", {}).values():
+        for mode in ("equal_updates", "equal_wall_time"):
+            for f, v in res[mode].items():
+                if f == "levels":
+                    res[mode][f] = {lv: {g: fix(p) for g, p in by.items()} for lv, by in v.items()}
+                else:
+                    v["points"] = [fix(p) for p in v["points"]]
+                    v["front"] = [fix(p) for p in v["front"]]
+        for key in ("budget_seconds", "true_density_nll"):
+            if res.get(key) is None:
+                res[key] = math.nan
+    return agg
+
+
 def summary_table(agg: dict, mode: str = "equal_updates") -> tuple[list, list]:
     """(columns, rows): one row per (dataset, family, scale): gap and W_ex with the across-seed SE and,
     separately, the fixed-path SE of W_ex."""
@@ -616,7 +635,7 @@ def claims(agg: dict) -> list[str]:
                 head = (f"{ds}, {mode.replace('_', ' ')}"
                         + (f" ({res['budget_seconds']:.1f} s)" if mode == "equal_wall_time" else "")
                         + f", gap <= {float(lv):.3f} nats: least W_ex ")
-                ratio = (f"; {ok[0][0]} needs {ok[1][1]['excess_work'] / ok[0][1]['excess_work']:.2g}x less W_ex "
+                ratio = (f"; {ok[0][0]} needs {ok[1][1]['excess_work'] / ok[0][1]['excess_work']:.3g}x less W_ex "
                          f"than {ok[1][0]}" if len(ok) > 1 and ok[0][1]["excess_work"] > 0 else "")
                 lines.append(head + "; ".join(parts) + ratio
                              + (f"; not reaching this gap: {', '.join(miss)}" if miss else "") + ".")

@@ -157,13 +157,29 @@ def _log_z_checks(best_runs, ctx, cfg) -> tuple[list, list]:
     return checks, rows
 
 
+def _impulse_effects(runs, ctx) -> list:
+    """For the alpha(t) families (first seed): the held-out gap just before the final impulse (theta after the
+    last interior update) and after it (the run's final gap): what the impulse does to the model."""
+    rows = []
+    x, logp, _ = ctx.test("moons")
+    for r in runs:
+        if r["diverged"] or r["family"] not in ns.ALPHA_FAMILIES or "_thetas" not in r:
+            continue
+        s = ctx.seed(r["dataset"], r["seed"])
+        th = torch.as_tensor(r["_thetas"][-2])
+        lz = s.energy.log_partition(th).log_partition
+        gap = float(s.energy.inner.energy(x.to(torch.float32), th).double().mean() + lz + logp.mean())
+        rows.append([r["family"], r["scale"], r["seed"], gap, r["gap"], r["gap"] - gap])
+    return rows
+
+
 def _load_study() -> dict | None:
     p = STUDY_DIR / "summary.json"
     if not p.exists():
         return None
     try:
-        return json.loads(p.read_text())
-    except (OSError, ValueError):
+        return ns.revive(json.loads(p.read_text()))
+    except (OSError, ValueError, KeyError, AttributeError):
         return None
 
 
@@ -196,11 +212,12 @@ def run(quick: bool = True, progress=no_progress) -> ExperimentResult:
             low = [r for r in first if r["excess_work"] <= 2.0]
             pick = min(low, key=lambda r: r["gap"]) if low else min(first, key=lambda r: r["excess_work"])
             jar = _replay_jarzynski(pick, ctx, st["replay_chains"])
+        impulse = _impulse_effects([r for r in runs if r["seed"] == st["seeds"][0]], ctx)
         progress(total - 1, total)
-    return _result(runs, agg, td_checks, td, lz_checks, lz_rows, jar, st, quick)
+    return _result(runs, agg, td_checks, td, lz_checks, lz_rows, jar, st, quick, impulse)
 
 
-def _result(runs, agg, td_checks, td, lz_checks, lz_rows, jar, st, quick) -> ExperimentResult:
+def _result(runs, agg, td_checks, td, lz_checks, lz_rows, jar, st, quick, impulse=()) -> ExperimentResult:
     cfg = st["cfg"]
     checks = list(td_checks) + list(lz_checks)
     ok = [r for r in runs if not r["diverged"]]
@@ -260,6 +277,9 @@ def _result(runs, agg, td_checks, td, lz_checks, lz_rows, jar, st, quick) -> Exp
                      f"ln <exp(-(W - Delta F))> = {jar['log_avg']:+.4f} +- {jar['log_avg_se']:.4f}. Training runs "
                      "themselves are feedback protocols (theta follows the chains), where Jarzynski's equality is "
                      "not exact; the replay removes the feedback.")
+    for f, scale, seed, before, after, d in impulse:
+        notes.append(f"{f} (scale {scale:g}, seed {seed}): the final impulse (a frozen-chain step of half the scale "
+                     f"times P g_hat) moves the held-out gap from {before:.3f} to {after:.3f} ({d:+.3f} nats).")
     notes.append("Errors: 'seed SE' is the spread of the per-seed values over seeds (each seed: another network "
                  "init, chains and noise); 'fixed-path SE' of W_ex is the Monte-Carlo error over the chains of one "
                  "run given the theta path it took (std_i W_i / sqrt(N), combined over seeds as sqrt(sum se^2) / "
@@ -270,7 +290,9 @@ def _result(runs, agg, td_checks, td, lz_checks, lz_rows, jar, st, quick) -> Exp
     tables = [Table("neural_recipes_fronts_equal_updates", cols, rows),
               Table("neural_recipes_fronts_equal_wall_time", cols_w, rows_w),
               Table("neural_recipes_log_partition", ["family", "scale", "seed", "log_z_grid", "log_z_simpson",
-                                                     "difference"], lz_rows)]
+                                                     "difference"], lz_rows),
+              Table("neural_recipes_final_impulse", ["family", "scale", "seed", "gap_before_final_impulse",
+                                                     "gap_final", "change"], list(impulse))]
     if study is not None:
         scols, srows = ns.summary_table(study, "equal_updates")
         tables.append(Table("neural_study_precomputed_equal_updates", scols, srows))
@@ -278,7 +300,8 @@ def _result(runs, agg, td_checks, td, lz_checks, lz_rows, jar, st, quick) -> Exp
         tables.append(Table("neural_study_precomputed_equal_wall_time", scols, srows))
         miss = study.get("missing", [])
         notes.append(f"Precomputed full study (benchmarks/results/neural_study, not rerun here; regenerate: "
-                     f"{REGENERATE}, about {study.get('study_seconds', 0) / 60:.0f} min of training on one core): "
+                     f"{REGENERATE}; the runs' training times sum to {study.get('training_seconds_sum', 0) / 60:.0f} "
+                     f"min on one core, scoring extra, wall time in its README): "
                      f"{study.get('n_runs')} of {study.get('n_expected')} runs"
                      + (f", PARTIAL: {len(miss)} runs missing (e.g. {', '.join(miss[:4])})" if miss else "")
                      + ". Its claims: " + " ".join(study.get("claims", [])))
@@ -320,13 +343,10 @@ def plot(result: ExperimentResult):
 
     runs, agg, study = result.data["runs"], result.data["agg"], result.data["study"]
     fams = result.data["families"]
-    fig = plt.figure(figsize=(18, 14))
-    nd = len(fams) + 1
-    cols = 4 * nd // math.gcd(4, nd)               # one grid for both rows: tight_layout needs common columns
-    gs = fig.add_gridspec(3, cols, height_ratios=[1.25, 0.55, 1.25])
-    q, w = cols // 4, cols // nd
+    fig = plt.figure(figsize=(18, 15), layout="constrained")
+    top, mid, bot = fig.subfigures(3, 1, height_ratios=[1.2, 0.55, 1.2])
+    ax_a, ax_b, ax_c, ax_d = top.subplots(1, 4)
     res = agg["datasets"].get("moons")
-    ax_a, ax_b, ax_c, ax_d = (fig.add_subplot(gs[0, i * q:(i + 1) * q]) for i in range(4))
     if res:
         ns.draw_fronts(ax_a, res["equal_updates"], title="(a) moons: equal updates")
         ns.draw_fronts(ax_b, res["equal_wall_time"], title=f"(b) equal wall time ({res['budget_seconds']:.1f} s)")
@@ -340,20 +360,17 @@ def plot(result: ExperimentResult):
     ax_d.set(xlabel="training wall time (s)", ylabel="W_ex (kT)", title="(d) W_ex vs wall time (best scale)")
     ax_c.legend(fontsize=6)
     view = ns.VIEW["moons"]
-    ax = fig.add_subplot(gs[1, 0:w])
+    dens = mid.subplots(1, len(fams) + 1)
     x = datasets.toy("moons", 1000, gen=ns.DATA_SEED).numpy()
-    ax.scatter(x[:, 0], x[:, 1], s=0.5, color="0.2")
-    ax.set_title("(e) data", fontsize=8)
-    dens = [ax]
-    for j, f in enumerate(fams):
-        ax = fig.add_subplot(gs[1, (j + 1) * w:(j + 2) * w])
-        dens.append(ax)
+    dens[0].scatter(x[:, 0], x[:, 1], s=0.5, color="0.2")
+    dens[0].set_title("(e) data", fontsize=8)
+    for ax, f in zip(dens[1:], fams):
         rs = [r for r in _best_curves(runs, agg, f) if r.get("density")]
         if rs:
             r = rs[0]
             ax.imshow(np.asarray(r["density"]), origin="lower", extent=(*view[0], *view[1]), cmap="Greys",
                       aspect="auto")
-            ax.set_title(f"{f} {r['scale']:g}: gap {r['gap']:.2f}", fontsize=7)
+            ax.set_title(f"{f} {r['scale']:g}\ngap {r['gap']:.2f}, W_ex {r['excess_work']:.2g}", fontsize=7)
         else:
             ax.set_title(f"{f}: no scored run", fontsize=7)
     for ax in dens:
@@ -366,13 +383,13 @@ def plot(result: ExperimentResult):
         for ds in ("moons", "checkerboard"):
             if ds in study["datasets"]:
                 r = study["datasets"][ds]
-                panels.append((r["equal_updates"], f"precomputed study, {ds}: equal updates "
-                                                   f"({study['settings']['n_updates']} per run)"))
-                panels.append((r["equal_wall_time"], f"precomputed study, {ds}: equal wall time "
-                                                     f"({r['budget_seconds']:.1f} s)"))
+                panels.append((r["equal_updates"], f"study, {ds}: equal updates ({study['settings']['n_updates']})"))
+                panels.append((r["equal_wall_time"], f"study, {ds}: equal wall time ({r['budget_seconds']:.1f} s)"))
+        partial = f", PARTIAL ({study['n_runs']} of {study['n_expected']} runs)" if study.get("missing") else ""
+        bot.suptitle(f"(f)-(i) precomputed full study (benchmarks/neural_study.py; committed JSON, not rerun){partial}",
+                     fontsize=9)
     letters = "fghi"
-    for i in range(4):
-        ax = fig.add_subplot(gs[2, i * q:(i + 1) * q])
+    for i, ax in enumerate(bot.subplots(1, 4)):
         if i < len(panels):
             ns.draw_fronts(ax, panels[i][0], title=f"({letters[i]}) {panels[i][1]}", label_scales=False)
             if i == 0:
@@ -381,5 +398,4 @@ def plot(result: ExperimentResult):
         else:
             ax.text(0.5, 0.5, "precomputed study\nnot available", ha="center", va="center", transform=ax.transAxes)
             ax.set_axis_off()
-    fig.tight_layout()
     return fig
