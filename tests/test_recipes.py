@@ -227,3 +227,23 @@ def test_recipes_with_tau_from_the_training_chains_lower_the_nll(name, moons_set
     assert res.first_law_residual < 1e-9
     assert all(t["method"].startswith("training chains") for t in res.tau_estimates)
     assert res.preconditioner["tau_from"]["records"] >= n
+
+
+@pytest.mark.parametrize("name", ["natural-kfac", "friction-diag"])
+def test_resume_with_kfac_and_training_chain_tau_is_bit_identical(name, moons_setup, tmp_path):
+    e, theta0, chains, data, _ = moons_setup
+    n = 14
+    kw = dict(theta0=theta0, chains=chains, sampler="mala", n_steps=n, n_chains=128, n_replicas=1, seed=9)
+
+    def run(**more):
+        sched, pre = R.recipe(name, scale=SMOKE_SCALES[name], duration=n * STEP, tau_refresh=3)
+        return md.train(e, data, schedule=sched, preconditioner=pre, **kw, **more)
+
+    full = run()
+    ck = tmp_path / "ck.pt"
+    calls = iter(range(1000))
+    with pytest.raises(md.Interrupted):
+        run(checkpoint=ck, checkpoint_every=5, stop=lambda: next(calls) == 9)
+    res = run(checkpoint=ck, resume=True)
+    assert np.array_equal(res.thetas, full.thetas)
+    assert res.tau_estimates == full.tau_estimates

@@ -191,6 +191,10 @@ class KFACFisher(Preconditioner):
         self.damping = 0.0
         self.shrunk = 0           # layers whose mean term was shrunk (c < 1) at the last refresh
 
+    def __repr__(self):   # settings only: part of a run's fingerprint (checkpoints)
+        return (f"KFACFisher(refresh={self.refresh}, ema={self.ema}, damping={self.damping_spec!r}, "
+                f"relative_damping={self.relative_damping}, rows={self.kfac_rows}, min_residual={self.min_residual})")
+
     def start(self, ctx) -> None:
         self.energy = ctx.energy
         self.layers = linear_layers(ctx.energy)

@@ -159,8 +159,7 @@ class DiagonalFriction(Preconditioner):
         sd = dict(sd)
         tracker = sd.pop("tracker", None)
         super().load_state_dict(sd)
-        if tracker is not None:
-            self.tracker = ChainRelaxation()
+        if tracker is not None:    # into the object that start() registered on the context
             self.tracker.load_state_dict(tracker)
 
 
@@ -173,6 +172,11 @@ class TauFromChains(Preconditioner):
         self.inner = inner
         self.tracker = tracker if tracker is not None else ChainRelaxation()
         self.name, self.needs, self.rows = inner.name, inner.needs, inner.rows
+
+    def __repr__(self):   # settings only: part of a run's fingerprint (checkpoints)
+        from mindiss.core.train import _pre_key
+
+        return f"TauFromChains({_pre_key(self.inner)!r}, {self.tracker!r})"
 
     def start(self, ctx) -> None:
         self.inner.start(ctx)

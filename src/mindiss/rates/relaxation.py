@@ -326,6 +326,11 @@ class ChainRelaxation:
         self.last_k = None
         self.resets = 0
 
+    def __repr__(self):   # settings only: part of a run's fingerprint (checkpoints)
+        return (f"ChainRelaxation(lags={self.lags}, rows={self.rows}, params={self.params}, memory={self.memory}, "
+                f"groups={self.groups}, tau0={self.tau0}, c={self.c}, max_tau_steps={self.max_tau_steps}, "
+                f"min_records={self.min_records})")
+
     # -- state ---------------------------------------------------------------------------------
     def start(self, ctx) -> None:
         """Fix the chains and parameters followed (``ctx.gen``) and register on ``ctx`` as its tau source."""
