@@ -226,3 +226,115 @@ def test_woodbury_lowrank_equals_the_dense_damped_solve_when_rank_is_below_p():
     d = pc.Fisher("diag", damping=0.0)
     d.observe(pc.GradStats(g.mean(0), samples=g), None)
     assert torch.allclose(d.estimate, torch.diagonal(pc.fisher_from_samples(g)), rtol=1e-12)
+
+
+# -- K-FAC: the layer-wise Kronecker-factored centred Fisher of a network ------------------------
+
+def _silu_mlp_grads_numpy(W1, b1, w2, x):
+    """Per-sample d_theta f of f(x) = w2 . silu(W1 x + b1) + b2, by hand (NumPy; no autograd), in theta's
+    order (W1 row-major, b1, w2, b2): (n, 3 h + h + h + 1)."""
+    z = x @ W1.T + b1                       # (n, h)
+    sig = 1.0 / (1.0 + np.exp(-z))
+    h = z * sig
+    dsilu = sig * (1.0 + z * (1.0 - sig))
+    gz = w2[None, :] * dsilu                 # d f / d z
+    gW1 = (gz[:, :, None] * x[:, None, :]).reshape(x.shape[0], -1)
+    return np.concatenate([gW1, gz, h, np.ones((x.shape[0], 1))], 1)
+
+
+def _tiny_mlp(seed=1):
+    from mindiss.rates import kfac as K
+
+    e = md.NeuralEnergy.mlp(2, (3,), "silu", 0.5, gen=seed, dtype=torch.float64)
+    th = e.theta0()
+    W1, b1, w2 = th[:6].reshape(3, 2).numpy(), th[6:9].numpy(), th[9:12].numpy()
+    return K, e, th, (W1, b1, w2)
+
+
+def _ctx(e, th, x, seed=0):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(energy=e, theta=th, gen=_gen(seed),
+                           state=SimpleNamespace(x=x, particles=True, n_chains=x.shape[0]))
+
+
+def test_kfac_blocks_are_exact_where_the_kronecker_factorisation_is():
+    """2-3-1 SiLU MLP against per-sample gradients written by hand in NumPy. One chain: every layer's
+    G (x) A is the exact outer product of its gradient. Many chains: the output layer (one unit, g = 1)
+    gives the exact centred block Cov[d_theta E] there, through the preconditioner's own estimate."""
+    K, e, th, (W1, b1, w2) = _tiny_mlp()
+    layers = K.linear_layers(e)
+    x1 = torch.tensor([[0.3, -1.1]], dtype=torch.float64)
+    ref = _silu_mlp_grads_numpy(W1, b1, w2, x1.numpy())[0]
+    for L, f in zip(layers, K.kfac_factors(e, x1, th, layers)):
+        idx = K._flat_index(L).numpy()
+        np.testing.assert_allclose(torch.kron(f["G"], f["A"]).numpy(), np.outer(ref[idx], ref[idx]), rtol=1e-12,
+                                   atol=1e-15)
+        np.testing.assert_allclose(f["m"].reshape(-1).numpy(), ref[idx], rtol=1e-12, atol=1e-15)
+    x = 1.5 * torch.randn(3000, 2, generator=_gen(2), dtype=torch.float64)
+    G = _silu_mlp_grads_numpy(W1, b1, w2, x.numpy())
+    exact = np.cov(G.T, bias=True)                               # Cov over the chains (1/n)
+    # the output bias does not change p_theta (its Fisher row is 0): a little damping keeps q < 1
+    lam = 1e-8
+    kf = K.KFACFisher(ema=0.0, damping=lam)
+    ctx = _ctx(e, th, x)
+    kf.start(ctx)
+    kf.observe(pc.GradStats(torch.as_tensor(G.mean(0))), ctx)
+    assert kf.report()["shrunk_mean_terms"] == 0
+    est = kf.matrix().numpy() - lam * np.eye(e.n_params)
+    out = K._flat_index(layers[1]).numpy()
+    np.testing.assert_allclose(est[np.ix_(out, out)], exact[np.ix_(out, out)], rtol=1e-10, atol=1e-12)
+    assert np.all(np.linalg.eigvalsh(est) > -1e-10)             # positive semi-definite by construction
+    hid = K._flat_index(layers[0]).numpy()
+    rel = np.linalg.norm(est[np.ix_(hid, hid)] - exact[np.ix_(hid, hid)]) / np.linalg.norm(exact[np.ix_(hid, hid)])
+    assert rel > 1e-3          # the hidden layer is an approximation (g varies with x): the check above is not vacuous
+
+
+def test_kfac_inverse_by_eigendecompositions_and_sherman_morrison_is_the_dense_solve():
+    """Sanity (the same estimate two ways): apply(g) = solve(matrix(), g), with damping and EMA."""
+    from mindiss.rates import kfac as K
+
+    e = md.NeuralEnergy.mlp(2, (5, 4), "silu", 0.5, gen=3, dtype=torch.float64)
+    th = e.theta0()
+    kf = K.KFACFisher(ema=0.5, relative_damping=1e-2)
+    for k in range(3):
+        x = torch.randn(500, 2, generator=_gen(10 + k), dtype=torch.float64) * (1 + k)
+        ctx = _ctx(e, th, x, k)
+        if k == 0:
+            kf.start(ctx)
+        kf.observe(pc.GradStats(torch.zeros(e.n_params, dtype=torch.float64)), ctx)
+    g = torch.randn(e.n_params, generator=_gen(4), dtype=torch.float64)
+    torch.testing.assert_close(kf.apply(g), torch.linalg.solve(kf.matrix(), g), rtol=1e-9, atol=1e-12)
+    assert kf.report()["shrunk_mean_terms"] == 0 and max(kf.report()["q"]) < 1
+
+
+def test_kfac_direction_is_closer_to_the_exact_fisher_direction_than_the_diagonal():
+    """Measured, not tuned: random 2-8-8-1 SiLU MLPs, chains ~ N(0, 1.5^2), g = E_data - E_chains of
+    d_theta E; the reference direction is (I + lambda)^-1 g with the exact sample Fisher of the same
+    chains (P = 105, dense), lambda = 1e-2 x its mean diagonal for every estimate. Cosine similarity
+    with it, mean over 4 networks: K-FAC 0.30, diagonal 0.13, plain gradient 0.09 (see the report)."""
+    from mindiss.rates import kfac as K
+
+    cos = {"kfac": [], "diag": [], "sgd": []}
+    for seed in range(4):
+        e = md.NeuralEnergy.mlp(2, (8, 8), "silu", 0.5, gen=seed, dtype=torch.float64)
+        th = e.theta0()
+        gen = _gen(seed)
+        x = 1.5 * torch.randn(2000, 2, generator=gen, dtype=torch.float64)
+        data = 0.7 * torch.randn(2000, 2, generator=gen, dtype=torch.float64) + 1.0
+        G = e.grad_theta(x, th)
+        g = e.grad_theta(data, th).mean(0) - G.mean(0)
+        I = pc.fisher_from_samples(G) * (G.shape[0] - 1) / G.shape[0]
+        lam = 1e-2 * float(torch.diagonal(I).mean())
+        ref = torch.linalg.solve(I + lam * torch.eye(e.n_params, dtype=torch.float64), g)
+        kf = K.KFACFisher(ema=0.0, damping=lam)
+        ctx = _ctx(e, th, x)
+        kf.start(ctx)
+        kf.observe(pc.GradStats(G.mean(0)), ctx)
+        dg = pc.Fisher("diag", damping=lam)
+        dg.observe(pc.GradStats(G.mean(0), samples=G), ctx)
+        for k, d in (("kfac", kf.apply(g)), ("diag", dg.apply(g)), ("sgd", g)):
+            cos[k].append(float(d @ ref / (d.norm() * ref.norm())))
+    mean = {k: float(np.mean(v)) for k, v in cos.items()}
+    print("cosine with the exact-Fisher direction (mean over 4 networks):", mean)
+    assert mean["kfac"] > mean["diag"] > mean["sgd"], cos

@@ -46,8 +46,15 @@ def test_recipe_schedules_and_matrices():
     assert R.recipe("natural-diag", scale=1, duration=T, tau=tau).preconditioner.kind == "diag"
     low = R.recipe("natural-lowrank", scale=1, duration=T, tau=tau).preconditioner
     assert low.kind == "lowrank" and low.relative_damping == 1.0
-    with pytest.raises(InputError, match="needs tau"):
-        R.recipe("natural-diag", scale=1.0, duration=T)
+    for name in R.NEEDS_TAU:          # default: tau from the training chains, retuned online
+        sched, pre = R.recipe(name, scale=0.5, duration=T)
+        assert sched.params["tau"] == "online" and sched.params["tau_from"] == "training chains"
+        assert sched.at_tau(tau).impulse_start == pytest.approx(0.5 * tau / (T + 2 * tau))
+        np.testing.assert_allclose(sched.at_tau(tau)(np.linspace(0, T, 5)), 0.5 * md.schedules.alpha(T, tau)(
+            np.linspace(0, T, 5)), rtol=1e-14)
+        assert isinstance(pre, R.DiagonalFriction if name == "friction-diag" else R.TauFromChains)
+    with pytest.raises(InputError, match="tau must be"):
+        R.recipe("natural-diag", scale=1.0, duration=T, tau="pilot")
     with pytest.raises(InputError, match="unknown recipe"):
         R.recipe("sgd-momentum", scale=1.0, duration=T)
     with pytest.raises(InputError, match="scale"):
@@ -115,7 +122,7 @@ def test_diagonal_friction_with_equal_relaxation_times_is_the_diagonal_fisher():
 # -- smoke training on the moons ----------------------------------------------------------------
 STEP = 0.2
 SMOKE_SCALES = {"sgd-constant": 0.3, "sgd-cosine": 0.5, "sgd-linear": 0.5, "adam": 0.003, "natural-diag": 0.01,
-                "natural-lowrank": 0.05, "friction-diag": 0.01}
+                "natural-lowrank": 0.05, "natural-kfac": 0.01, "friction-diag": 0.01}
 
 
 @pytest.fixture(scope="module")
@@ -147,3 +154,96 @@ def test_every_recipe_lowers_the_true_nll_on_the_moons_and_keeps_the_first_law(n
     assert e.worst_boundary_mass < 1e-3
     if pre is not None:
         assert res.preconditioner["name"] == pre.name
+
+
+# -- tau from the training chains (no pilot) ------------------------------------------------------
+
+def _trap_run(seed, rows=256, n=100, T=10.0, s=0.5, mu=1.0):
+    energy = md.HarmonicTrap(variance=s, dim=2)
+    data = md.data.Gaussian(mean=[2.0, -1.0], variance=[s, s])
+    rec = R.recipe("natural-diag", scale=1.0, duration=T, chain_relaxation=R.ChainRelaxation(rows=rows))
+    res = md.train(energy, data, schedule=rec.schedule, preconditioner=rec.preconditioner, theta0=[0.0, 0.0],
+                   n_steps=n, n_chains=4096, sampler="exact", n_replicas=1, seed=seed, mobility=mu)
+    return res, res.preconditioner["tau_from"]
+
+
+def test_training_chain_tau_matches_the_ou_closed_form_within_its_error():
+    """Harmonic trap, exact OU moves: d_theta E = (theta - x)/s relaxes as exp(-mu t / s), so tau = s / mu
+    (the continuum closed form; the trapezoid sum at dt = 0.1 differs by 0.3 %), while theta moves from
+    0 to the data mean along the run (the estimate is made on the learning trajectory)."""
+    res, est = _trap_run(seed=1)
+    assert res.tau_estimates[0]["method"].startswith("training chains: none recorded yet")
+    assert res.tau_estimates[-1]["method"].startswith("training chains (256 chains")
+    assert est["converged"] == 1.0 and est["resets"] == 0
+    assert abs(est["tau"] - 0.5) < 3 * est["tau_se"], est
+    assert est["tau_se"] < 0.1 * 0.5          # informative: the check could fail
+    assert abs(res.theta_final[0] - 2.0) < 0.1 and abs(res.theta_final[1] + 1.0) < 0.1   # it learned
+
+
+@pytest.mark.slow
+def test_training_chain_tau_error_is_calibrated_over_seeds():
+    """Over 12 independent runs the z-scores (tau - s/mu) / se have a root mean square near 1."""
+    z = [(e["tau"] - 0.5) / e["tau_se"] for e in (_trap_run(seed)[1] for seed in range(12))]
+    rms = float(np.sqrt(np.mean(np.square(z))))
+    assert 0.5 < rms < 1.6, z
+
+
+def test_training_chain_tau_on_the_double_well_agrees_with_the_pilot():
+    """Tilted double well E = 1.3 (x^2 - 1)^2 + 0.4 x under MALA: the slow component (x, hopping between
+    wells) needs lags past the 64 kept (its exponential tail is added); the training run, on data drawn
+    from the model itself so that theta stays near theta_0, is compared with pilot runs on clones
+    (diagonal_relaxation, 1,024 chains x 400 moves, 3 seeds) at theta_0."""
+    dw = md.ExpFamily.tilted_double_well()
+    th = torch.tensor([1.3, 0.4], dtype=F64)
+    dt = 0.05
+    pilots = []
+    for seed in range(3):
+        x = dw.sample_equilibrium(th, 1024, gen=gen(seed), dtype=F64)
+        pilots.append(R.diagonal_relaxation(dw, th, x, md.MALA(), dt=dt, mobility=1.0, gen=gen(seed + 5), rows=1024,
+                                            n_steps=400)["tau_mean"])
+    pilot, pilot_se = float(np.mean(pilots)), float(np.std(pilots, ddof=1) / math.sqrt(3))
+    data = dw.sample_equilibrium(th, 20_000, gen=gen(99), dtype=F64)
+    n = 300
+    rec = R.recipe("natural-diag", scale=0.05, duration=n * dt,
+                   chain_relaxation=R.ChainRelaxation(rows=1024, params=None))
+    res = md.train(dw, data, schedule=rec.schedule, preconditioner=rec.preconditioner, theta0=th,
+                   chains=dw.sample_equilibrium(th, 4096, gen=gen(50), dtype=F64), n_steps=n, n_chains=4096,
+                   sampler="mala", n_replicas=1, seed=0)
+    est = res.preconditioner["tau_from"]
+    assert np.allclose(res.theta_final, th.numpy(), atol=0.02)
+    assert est["converged"] == 0.5            # the slow parameter's window did not close: tail added
+    assert abs(est["tau"] - pilot) < 3 * math.hypot(est["tau_se"], pilot_se), (est, pilots)
+
+
+@pytest.mark.parametrize("name", ["natural-kfac", "friction-diag"])
+def test_recipes_with_tau_from_the_training_chains_lower_the_nll(name, moons_setup):
+    e, theta0, chains, data, _ = moons_setup
+    n = 30
+    sched, pre = R.recipe(name, scale=SMOKE_SCALES[name], duration=n * STEP)
+    res = md.train(e, data, schedule=sched, preconditioner=pre, theta0=theta0, chains=chains, sampler="mala",
+                   n_steps=n, n_chains=128, n_replicas=1, seed=9, record_every=10)
+    h = res.history
+    assert h["loss_true"][-1] < h["loss_true"][0] - 0.02, (name, h["loss_true"])
+    assert res.first_law_residual < 1e-9
+    assert all(t["method"].startswith("training chains") for t in res.tau_estimates)
+    assert res.preconditioner["tau_from"]["records"] >= n
+
+
+@pytest.mark.parametrize("name", ["natural-kfac", "friction-diag"])
+def test_resume_with_kfac_and_training_chain_tau_is_bit_identical(name, moons_setup, tmp_path):
+    e, theta0, chains, data, _ = moons_setup
+    n = 14
+    kw = dict(theta0=theta0, chains=chains, sampler="mala", n_steps=n, n_chains=128, n_replicas=1, seed=9)
+
+    def run(**more):
+        sched, pre = R.recipe(name, scale=SMOKE_SCALES[name], duration=n * STEP, tau_refresh=3)
+        return md.train(e, data, schedule=sched, preconditioner=pre, **kw, **more)
+
+    full = run()
+    ck = tmp_path / "ck.pt"
+    calls = iter(range(1000))
+    with pytest.raises(md.Interrupted):
+        run(checkpoint=ck, checkpoint_every=5, stop=lambda: next(calls) == 9)
+    res = run(checkpoint=ck, resume=True)
+    assert np.array_equal(res.thetas, full.thetas)
+    assert res.tau_estimates == full.tau_estimates

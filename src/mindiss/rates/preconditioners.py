@@ -471,23 +471,28 @@ class Adam(Preconditioner):
 
 def make_preconditioner(spec) -> Preconditioner | None:
     """None, a Preconditioner, or a name: "fisher" / "fisher-full", "fisher-diag", "fisher-lowrank",
-    "fisher-exact", "friction" / "friction-pilot", "friction-exact"."""
+    "fisher-exact", "fisher-kfac" (``kfac.KFACFisher``), "friction" / "friction-pilot", "friction-exact"."""
     if spec is None or isinstance(spec, Preconditioner):
         return spec
     if isinstance(spec, str):
         name = spec.lower()
         if name in ("fisher", "fisher-full"):
             return Fisher("full")
-        if name.startswith("fisher-"):
-            return Fisher(name[len("fisher-"):])
         if name in ("friction", "friction-pilot"):
             return Friction("pilot")
         if name == "friction-exact":
             return Friction("exact")
         if name == "adam":
             return Adam()
+        if name == "fisher-kfac":
+            from .kfac import KFACFisher   # kfac imports this module's base class
+
+            return KFACFisher()
+        if name.startswith("fisher-"):
+            return Fisher(name[len("fisher-"):])
     raise InputError(f"unknown preconditioner {spec!r}; use a Preconditioner or one of 'fisher-full', "
-                     "'fisher-diag', 'fisher-lowrank', 'fisher-exact', 'friction-pilot', 'friction-exact', 'adam'")
+                     "'fisher-diag', 'fisher-lowrank', 'fisher-exact', 'fisher-kfac', 'friction-pilot', "
+                     "'friction-exact', 'adam'")
 
 
 class PreconditionContext:
@@ -504,6 +509,9 @@ class PreconditionContext:
         self.dts = None if dts is None else np.asarray(dts, float)
         self.k = 0
         self.lrs = None
+        #: a ``relaxation.ChainRelaxation`` registered by the preconditioner: tau from the training
+        #: chains instead of a pilot run (see ``relaxation_time``)
+        self.chain_relaxation = None
 
     def friction(self, kind: str = "pilot", rows: int = 1024, dt: float | None = None, *,
                  max_dense_params: int | None = None) -> dict:
@@ -536,7 +544,10 @@ class PreconditionContext:
 
     def relaxation_time(self, rows: int = 1024, max_dense_params: int | None = 128) -> tuple[float, str]:
         """tau = tr(I^-1 zeta) / P: exact where the backend or the energy knows it, else pilot (diagonal
-        I and zeta, tau = mean_i tau_i, above ``max_dense_params`` parameters; see ``Friction``)."""
+        I and zeta, tau = mean_i tau_i, above ``max_dense_params`` parameters; see ``Friction``), or from
+        the training chains themselves where a ``ChainRelaxation`` is registered (``chain_relaxation``)."""
+        if self.chain_relaxation is not None:
+            return self.chain_relaxation.tau()
         try:
             if not self.state.particles:
                 est = self.friction("exact")

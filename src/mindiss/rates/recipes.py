@@ -13,6 +13,7 @@ sgd-linear         scale (1 - t / T)                           identity
 adam               scale                                       Adam's step direction (``preconditioners.Adam``)
 natural-diag       scale alpha(t)                              (diag I + lambda)^-1, I from chains
 natural-lowrank    scale alpha(t)                              (I_lowrank + lambda)^-1 by CG
+natural-kfac       scale alpha(t)                              (I_kfac + lambda)^-1 (``kfac.KFACFisher``)
 friction-diag      scale alpha(t)                              tau (diag zeta + lambda)^-1
 =================  ==========================================  =====================================
 
@@ -24,6 +25,13 @@ zeta_ii = I_ii tau_i is the diagonal friction tensor with tau_i the integrated a
 time of d_theta_i E along a pilot run of a clone of the chains (``diagonal_relaxation``), and
 tau = mean_i tau_i (= tr(I^-1 zeta) / P for diagonal matrices).
 
+Where tau and tau_i come from: by default (``tau=None``) from the training chains themselves
+(``relaxation.ChainRelaxation``: the autocorrelation of the per-chain d_theta E along the run's own
+updates, no pilot run): alpha(t)'s interior rates are retuned to the current estimate every
+``tau_refresh`` updates (``tau="online"`` schedules), and the start impulse, which comes before any
+record, uses ``tau0`` (default: one chain step dt). The pilot stays available: pass ``tau`` (e.g.
+from ``estimate_tau``) or ``relaxation`` (a ``diagonal_relaxation`` result).
+
 For networks with P ~ 10^3 parameters ``Fisher("full")`` forms a P x P matrix per update: use
 these diagonal / low-rank recipes. ``Friction`` and ``tau="auto"`` switch to their diagonal
 estimates above ``max_dense_params`` parameters, but their pilot still holds the whole d_theta E
@@ -31,18 +39,23 @@ series (pilot steps x pilot chains x P): pass ``tau`` from ``estimate_tau`` or l
 """
 from __future__ import annotations
 
+import copy
+import math
+from dataclasses import replace
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from . import schedules as S
 from ..errors import InputError, require_positive, require_positive_int
 from .preconditioners import Adam, Fisher, Preconditioner
-from .relaxation import diagonal_relaxation, estimate_tau  # the one estimator, re-exported for the recipes
+from .relaxation import ChainRelaxation, diagonal_relaxation, estimate_tau  # re-exported for the recipes
 
-RECIPES = ("sgd-constant", "sgd-cosine", "sgd-linear", "adam", "natural-diag", "natural-lowrank", "friction-diag")
+RECIPES = ("sgd-constant", "sgd-cosine", "sgd-linear", "adam", "natural-diag", "natural-lowrank", "natural-kfac",
+           "friction-diag")
 #: recipes whose schedule is alpha(t) and that need a relaxation time tau
-NEEDS_TAU = ("natural-diag", "natural-lowrank", "friction-diag")
+NEEDS_TAU = ("natural-diag", "natural-lowrank", "natural-kfac", "friction-diag")
 
 
 class Recipe(NamedTuple):
@@ -59,8 +72,9 @@ class DiagonalFriction(Preconditioner):
     I_ii comes from the chains at every update (bias-corrected moving average ``ema``); the
     relaxation times tau_i from ``diagonal_relaxation`` at the start and every ``refresh`` updates
     (0: only at the start), each on a clone of the chains (its cost is part of the run's time);
-    ``relaxation``: a ``diagonal_relaxation`` result at theta_0 to use instead of the first pilot.
-    ``relative_damping`` lambda / mean(zeta_ii).
+    ``relaxation``: a ``diagonal_relaxation`` result at theta_0 to use instead of the first pilot, or
+    a ``ChainRelaxation`` (tau_i from the training chains, every update, no pilot; before its first
+    estimate all tau_i = its tau0, i.e. P = (diag I + lambda / tau0)^-1). ``relative_damping`` lambda / mean(zeta_ii).
     """
 
     name = "friction-diag"
@@ -75,8 +89,10 @@ class DiagonalFriction(Preconditioner):
         self.pilot_steps = require_positive_int("pilot_steps", pilot_steps)
         self.ema, self.relative_damping = float(ema), float(relative_damping)
         self.pilot_dt = pilot_dt
-        self.tau_i = None if relaxation is None else relaxation["tau"].clone()
-        self.tau = None if relaxation is None else float(relaxation["tau_mean"])
+        self.tracker = relaxation if isinstance(relaxation, ChainRelaxation) else None
+        given = relaxation is not None and self.tracker is None
+        self.tau_i = relaxation["tau"].clone() if given else None
+        self.tau = float(relaxation["tau_mean"]) if given else None
         self._given = relaxation is not None
         self._acc = None
         self.fisher = None
@@ -98,12 +114,21 @@ class DiagonalFriction(Preconditioner):
         self.n_pilots += 1
 
     def start(self, ctx) -> None:
-        if not self._given:
+        if self.tracker is not None:
+            self.tracker.start(ctx)
+            self.tau = self.tracker.tau()[0]
+            self.tau_i = torch.full((int(ctx.theta.numel()),), self.tau, dtype=torch.float64)
+        elif not self._given:
             self._pilot(ctx)
 
     def observe(self, stats, ctx) -> None:
         self.updates += 1
-        if self.refresh and self.updates % self.refresh == 0:
+        if self.tracker is not None:
+            self.tracker.observe(stats, ctx)
+            est = self.tracker.estimate()
+            if est is not None:
+                self.tau_i, self.tau = est["tau_p"], est["tau"]
+        elif self.refresh and self.updates % self.refresh == 0:
             self._pilot(ctx)
         g = stats.samples
         new = g.var(0) if g.shape[0] > 1 else torch.zeros_like(stats.mean)
@@ -117,27 +142,87 @@ class DiagonalFriction(Preconditioner):
         return self.tau * g / (zeta + self.damping)
 
     def report(self) -> dict:
-        return {"name": self.name, "tau": self.tau, "tau_min": float(self.tau_i.min()),
-                "tau_max": float(self.tau_i.max()), "n_pilots": self.n_pilots, "damping": self.damping,
-                "ema": self.ema}
+        out = {"name": self.name, "tau": self.tau, "tau_min": float(self.tau_i.min()),
+               "tau_max": float(self.tau_i.max()), "n_pilots": self.n_pilots, "damping": self.damping,
+               "ema": self.ema}
+        if self.tracker is not None:
+            out["tau_from"] = self.tracker.report()
+        return out
+
+    def state_dict(self) -> dict:
+        sd = super().state_dict()
+        if self.tracker is not None:
+            sd["tracker"] = self.tracker.state_dict()
+        return sd
+
+    def load_state_dict(self, sd: dict) -> None:
+        sd = dict(sd)
+        tracker = sd.pop("tracker", None)
+        super().load_state_dict(sd)
+        if tracker is not None:    # into the object that start() registered on the context
+            self.tracker.load_state_dict(tracker)
+
+
+class TauFromChains(Preconditioner):
+    """A learning-rate matrix ``inner`` plus a ``ChainRelaxation`` that estimates alpha(t)'s tau from
+    the training chains: it sees the same chain statistics as ``inner`` at every update and answers
+    ``PreconditionContext.relaxation_time`` (so a ``tau="online"`` schedule is retuned from it)."""
+
+    def __init__(self, inner: Preconditioner, tracker: ChainRelaxation | None = None):
+        self.inner = inner
+        self.tracker = tracker if tracker is not None else ChainRelaxation()
+        self.name, self.needs, self.rows = inner.name, inner.needs, inner.rows
+
+    def __repr__(self):   # settings only: part of a run's fingerprint (checkpoints)
+        from mindiss.core.train import _pre_key
+
+        return f"TauFromChains({_pre_key(self.inner)!r}, {self.tracker!r})"
+
+    def start(self, ctx) -> None:
+        self.inner.start(ctx)
+        self.tracker.start(ctx)
+
+    def observe(self, stats, ctx) -> None:
+        self.tracker.observe(stats, ctx)
+        self.inner.observe(stats, ctx)
+
+    def apply(self, g):
+        return self.inner.apply(g)
+
+    def matrix(self):
+        return self.inner.matrix()
+
+    def report(self) -> dict:
+        return {**self.inner.report(), "tau_from": self.tracker.report()}
+
+    def state_dict(self) -> dict:
+        return {"inner": self.inner.state_dict(), "tracker": self.tracker.state_dict()}
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.inner.load_state_dict(sd["inner"])
+        self.tracker.load_state_dict(sd["tracker"])
 
 
 # ---------------------------------------------------------------------------- recipes
 
-def recipe(name: str, *, scale: float, duration: float, tau: float | None = None, fisher_ema: float = 0.9,
+def recipe(name: str, *, scale: float, duration: float, tau=None, fisher_ema: float = 0.9,
            relative_damping: float | None = None, rank: int = 128, friction_refresh: int = 0,
-           relaxation: dict | None = None) -> Recipe:
+           relaxation: dict | None = None, tau_refresh: int = 5, tau0: float | None = None,
+           kfac_refresh: int = 1, chain_relaxation: ChainRelaxation | None = None) -> Recipe:
     """The named recipe (see the module table) over training time ``duration`` = n_steps x dt.
 
     ``scale``: SGD / Adam: the rate per unit time at t = 0 (per-update lr = scale x dt); natural /
     friction: the factor on alpha(t) (1 = the paper's design). ``tau``: the relaxation time of
-    alpha(t) (natural-*, friction-diag; e.g. from ``estimate_tau``). ``fisher_ema``,
-    ``relative_damping``, ``rank``: the Fisher estimate (damping lambda = relative_damping x mean diagonal;
-    default 1e-3 for the diagonal recipes and 1 for the low-rank one, whose inverse multiplies every
-    direction outside the span of its <= 2 x rank sampled gradients by 1 / lambda: a small lambda
-    there turns the data term's unsampled components into huge steps); ``friction_refresh``: updates between pilots;
-    ``relaxation``: a ``diagonal_relaxation`` result at theta_0 (friction-diag: skips its first pilot;
-    with tau None, tau = its ``tau_mean``).
+    alpha(t) (natural-*, friction-diag): None or "chains" (the default: from the training chains,
+    ``ChainRelaxation``, retuned every ``tau_refresh`` updates, ``tau0`` before the first estimate;
+    ``chain_relaxation``: the estimator's settings), or a number (e.g. from the pilot ``estimate_tau``).
+    ``fisher_ema``, ``relative_damping``, ``rank``: the Fisher estimate (damping lambda =
+    relative_damping x mean diagonal; default 1e-3 for the diagonal and K-FAC recipes and 1 for the
+    low-rank one, whose inverse multiplies every direction outside the span of its <= 2 x rank sampled
+    gradients by 1 / lambda: a small lambda there turns the data term's unsampled components into
+    huge steps); ``kfac_refresh``: updates between K-FAC factor estimates; ``friction_refresh``:
+    updates between pilots; ``relaxation``: a ``diagonal_relaxation`` result at theta_0 (the pilot:
+    friction-diag skips its first pilot; with tau None, tau = its ``tau_mean``).
     """
     if name not in RECIPES:
         raise InputError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
@@ -152,21 +237,50 @@ def recipe(name: str, *, scale: float, duration: float, tau: float | None = None
         return Recipe(S.constant(scale, T), Adam())
     if tau is None and relaxation is not None:
         tau = relaxation["tau_mean"]
-    if tau is None:
-        raise InputError(f"recipe {name!r} needs tau (the relaxation time of alpha(t)); see recipes.estimate_tau")
-    tau = require_positive("tau", tau)
+    chains = tau is None or tau == "chains"
+    if not chains:
+        if isinstance(tau, str):
+            raise InputError(f"tau must be None, 'chains' or a number > 0, got {tau!r}")
+        tau = require_positive("tau", tau)
     if relative_damping is None:
         relative_damping = 1.0 if name == "natural-lowrank" else 1e-3
-    a = S.alpha(T, tau)
-    sched = a.scaled(scale, scale * a.impulse_start, scale * a.impulse_end, name=f"{name}*{scale:g}")
+    tracker = None
+    if chains:
+        tracker = (copy.deepcopy(chain_relaxation) if chain_relaxation is not None
+                   else ChainRelaxation(params=None if name == "friction-diag" else 1024, tau0=tau0))
+        if name == "friction-diag" and tracker.params is not None:
+            raise InputError("friction-diag needs tau_i for every parameter: ChainRelaxation(params=None)")
     if name == "natural-diag":
         pre = Fisher("diag", ema=fisher_ema, relative_damping=relative_damping)
     elif name == "natural-lowrank":
         pre = Fisher("lowrank", ema=fisher_ema, relative_damping=relative_damping, rank=rank, max_blocks=2)
+    elif name == "natural-kfac":
+        from .kfac import KFACFisher
+
+        pre = KFACFisher(refresh=kfac_refresh, ema=fisher_ema, relative_damping=relative_damping)
     else:
         pre = DiagonalFriction(refresh=friction_refresh, ema=fisher_ema, relative_damping=relative_damping,
-                               relaxation=relaxation)
-    return Recipe(sched, pre)
+                               relaxation=tracker if chains else relaxation)
+    if chains:
+        if name != "friction-diag":
+            pre = TauFromChains(pre, tracker)
+        return Recipe(_alpha_online(name, scale, T, require_positive_int("tau_refresh", tau_refresh)), pre)
+    a = S.alpha(T, tau)
+    return Recipe(a.scaled(scale, scale * a.impulse_start, scale * a.impulse_end, name=f"{name}*{scale:g}"), pre)
+
+
+def _alpha_online(name: str, scale: float, T: float, refresh: int) -> S.Schedule:
+    """scale x alpha(t) (interior and both impulses) with tau estimated during the run (``tau="online"``:
+    ``train`` asks ``PreconditionContext.relaxation_time`` at the start and every ``refresh`` updates)."""
+    def at_tau(value):
+        a = S.alpha(T, value)
+        return a.scaled(scale, scale * a.impulse_start, scale * a.impulse_end, name=f"{name}*{scale:g}")
+
+    base = S.Schedule(name=f"{name}*{scale:g}", duration=T, rate=lambda t: np.full_like(np.asarray(t, float), np.nan),
+                      impulse_start=math.nan, impulse_end=0.5 * scale,
+                      params={"tau": "online", "tau_refresh": refresh, "tau_from": "training chains",
+                              "interior_scale": scale})
+    return replace(base, at_tau=at_tau)
 
 
 def describe(name: str) -> str:
@@ -174,5 +288,6 @@ def describe(name: str) -> str:
     return {"sgd-constant": "SGD, eta = scale", "sgd-cosine": "SGD, eta = scale (1 + cos pi t/T)/2",
             "sgd-linear": "SGD, eta = scale (1 - t/T)", "adam": "Adam direction, eta = scale",
             "natural-diag": "scale alpha(t) (diag I)^-1", "natural-lowrank": "scale alpha(t) (low-rank I)^-1",
+            "natural-kfac": "scale alpha(t) (K-FAC I)^-1",
             "friction-diag": "scale alpha(t) tau (diag zeta)^-1"}[name]
 

@@ -7,6 +7,8 @@ parameters, exact references from the generator, and tau = tr(I^-1 zeta) / P. Us
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -246,3 +248,192 @@ def estimate_tau(energy, theta, x, *, sampler="mala", dt: float, mobility: float
 
     return diagonal_relaxation(energy, theta, x, make_sampler(sampler), dt=dt, mobility=mobility, gen=gen,
                                rows=rows, n_steps=n_steps)["tau_mean"]
+
+
+# ---------------------------------------------------------------------------- tau from the training chains
+
+def exponential_tail(r: torch.Tensor) -> torch.Tensor:
+    """sum_{l >= L} r(l) for each column of an autocorrelation r (L, P) whose tail decays as one
+    exponential: with rho = (r(L - 1) / r(h))^(1 / (L - 1 - h)), h = (L - 1) // 2, the tail is
+    r(L - 1) rho / (1 - rho) (rho clipped to [0, 0.99]; 0 where r(L - 1) <= 0 or r(h) <= 0)."""
+    L = r.shape[0]
+    h = (L - 1) // 2
+    last, mid = r[L - 1], r[h]
+    ok = (last > 0) & (mid > 0)
+    rho = torch.where(ok, (last.clamp_min(1e-300) / mid.clamp_min(1e-300)) ** (1.0 / (L - 1 - h)),
+                      torch.zeros_like(last)).clamp(0.0, 0.99)
+    return torch.where(ok, last * rho / (1.0 - rho), torch.zeros_like(last))
+
+
+class ChainRelaxation:
+    """Relaxation times from the training run's own chains, updated online: no pilot run, no clone.
+
+    The persistent chains move by the interior step dt between updates, so the per-chain gradients
+    d_theta E that an update already has (or, when the preconditioner does not ask for them, those of
+    ``rows`` chains of fixed identity) form a time series along the run. At each recorded update k
+    (the chains moved by dt since the last record) the rows are centred across chains at that
+    update, d_k = G_k - mean_chains G_k (removing the drift of the mean that the changes of theta
+    cause), and lagged products are accumulated with exponential forgetting (factor 1 - 1/``memory``
+    per record):
+
+        S_p(l) = sum_k w_k sum_i d_{k,i,p} d_{k-l,i,p},  n(l) = sum_k w_k (rows per pair),  l = 0..L-1,
+        C_p(l) = S_p(l) / n(l),   r_p(l) = C_p(l) / C_p(0),
+        tau_p = dt [1/2 + sum_{l=1}^{W_p} r_p(l)]   (Sokal's window W_p, ``sokal_times``, clipped to
+                                                     [dt / 2, (L - 1) dt]),
+        tau = mean_p tau_p  (= tr(I^-1 zeta) / P for diagonal I and zeta: the estimator of
+                            ``diagonal_relaxation``, on the training trajectory instead of a pilot).
+
+    For E linear in theta (exponential families, the harmonic trap) d_theta E does not depend on
+    theta, so theta's changes only shift the mean (removed by the centring) and the estimate is that
+    of the chains' dynamics; for a network, d_theta E(x; theta_k) changes with theta too, which lowers
+    the measured correlation by O(|theta_k - theta_{k-l}|). Where Sokal's window does not close
+    within the L lags kept (a slow mode, e.g. hopping between wells), the sum is continued by its
+    exponential tail (``exponential_tail``); the report says for which fraction of the parameters the
+    window closed (``converged``). tau_p is clipped to [dt / 2, ``max_tau_steps`` dt].
+
+    Error: the rows are split into ``groups`` groups with their own sums; tau per group, standard
+    error = their standard deviation / sqrt(groups) (``tau_se``).
+
+    Cost per record: O(L rows P') time and memory (P' the tracked parameters: all, or a random subset
+    of ``params`` for the mean tau). ``tau0``: the value before two records exist (default: the
+    interior chain step dt, the shortest time the run resolves) and until ``min_records`` records exist.
+    """
+
+    def __init__(self, *, lags: int = 64, rows: int = 64, params: int | None = 1024, memory: float = 100.0,
+                 groups: int = 8, tau0: float | None = None, c: float = 5.0, max_tau_steps: float = 1000.0,
+                 min_records: int = 8):
+        from ..errors import require_positive_int
+
+        self.lags = require_positive_int("lags", lags)
+        if self.lags < 3:
+            raise InputError(f"lags must be >= 3, got {lags}")
+        self.rows = require_positive_int("rows", rows)
+        self.params = None if params is None else require_positive_int("params", params)
+        self.memory = require_positive("memory", memory)
+        self.groups = require_positive_int("groups", groups)
+        self.tau0 = None if tau0 is None else require_positive("tau0", tau0)
+        self.c = float(c)
+        self.max_tau_steps = require_positive("max_tau_steps", max_tau_steps)
+        self.min_records = max(3, require_positive_int("min_records", min_records))
+        self.dt = None
+        self.chain_idx = self.param_idx = None
+        self.buffer = None          # (lags, rows, P') float32 ring of centred records, newest at self.head
+        self.head = -1
+        self.n_records = 0
+        self.S = None               # (groups, lags, P') float64 lagged sums
+        self.n = None               # (lags,) float64 weights
+        self.elapsed = 0.0          # chain time since the last record
+        self.last_k = None
+        self.resets = 0
+
+    def __repr__(self):   # settings only: part of a run's fingerprint (checkpoints)
+        return (f"ChainRelaxation(lags={self.lags}, rows={self.rows}, params={self.params}, memory={self.memory}, "
+                f"groups={self.groups}, tau0={self.tau0}, c={self.c}, max_tau_steps={self.max_tau_steps}, "
+                f"min_records={self.min_records})")
+
+    # -- state ---------------------------------------------------------------------------------
+    def start(self, ctx) -> None:
+        """Fix the chains and parameters followed (``ctx.gen``) and register on ``ctx`` as its tau source."""
+        n, P = ctx.state.n_chains, int(ctx.theta.numel())
+        self.dt = float(ctx.dt)
+        if self.chain_idx is None:
+            rows = min(self.rows, n)
+            self.chain_idx = torch.randperm(n, generator=ctx.gen, device=ctx.gen.device)[:rows].cpu()
+            self.param_idx = (None if self.params is None or self.params >= P else
+                              torch.randperm(P, generator=ctx.gen, device=ctx.gen.device)[:self.params].sort().values.cpu())
+        ctx.chain_relaxation = self
+
+    def state_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.__dict__.update(sd)
+
+    def _rows(self, stats, ctx) -> torch.Tensor:
+        """Per-chain d_theta E of the followed chains and parameters, (rows, P')."""
+        if stats is not None and stats.samples is not None and stats.samples.shape[0] == ctx.state.n_chains:
+            g = stats.samples[self.chain_idx.to(stats.samples.device)]
+        else:
+            x = ctx.state.x
+            g = ctx.energy.grad_theta(x[self.chain_idx.to(x.device)], ctx.theta)
+        if self.param_idx is not None:
+            g = g[:, self.param_idx.to(g.device)]
+        return g.to(torch.float64).cpu()
+
+    def observe(self, stats, ctx) -> None:
+        """Record update ``ctx.k`` if the chains moved by dt since the last record."""
+        k = int(ctx.k)
+        if self.last_k is not None and ctx.dts is not None:
+            self.elapsed += float(np.sum(ctx.dts[self.last_k:k]))
+        if self.last_k is not None and self.elapsed <= 0.0:
+            self.last_k = k
+            return                     # same chain states as the last record (an impulse)
+        if self.last_k is not None and not math.isclose(self.elapsed, self.dt, rel_tol=1e-6):
+            self.resets += 1           # the spacing changed: lags in updates no longer mean lags in time
+            self.head, self.n_records = -1, 0
+            if self.S is not None:
+                self.S.zero_()
+                self.n.zero_()
+        self.last_k, self.elapsed = k, 0.0
+        g = self._rows(stats, ctx)
+        d = g - g.mean(0)
+        rows, P = d.shape
+        L, G = self.lags, min(self.groups, rows)
+        if self.buffer is None or self.buffer.shape[1:] != d.shape:
+            self.buffer = torch.zeros((L, rows, P), dtype=torch.float32)
+            self.S = torch.zeros((G, L, P), dtype=torch.float64)
+            self.n = torch.zeros(L, dtype=torch.float64)
+        forget = 1.0 - 1.0 / self.memory
+        self.S.mul_(forget)
+        self.n.mul_(forget)
+        self.head = (self.head + 1) % L
+        self.buffer[self.head] = d.to(torch.float32)
+        groups = torch.arange(rows) % G
+        for lag in range(min(self.n_records + 1, L)):
+            prev = self.buffer[(self.head - lag) % L].to(torch.float64)
+            prod = d * prev
+            self.S[:, lag].index_add_(0, groups, prod)
+            self.n[lag] += 1.0
+        self.n_records += 1
+
+    # -- estimates -------------------------------------------------------------------------------
+    def _times(self, S: torch.Tensor, n: torch.Tensor):
+        avail = int((n > 0).sum())
+        C = S[:avail] / n[:avail, None]
+        r = C / C[0].clamp_min(1e-300)
+        tau_steps, window = sokal_times(r, self.c)
+        open_ = window >= avail - 1          # Sokal's window did not close within the lags kept
+        if bool(open_.any()) and avail >= 8:
+            tau_steps = tau_steps + torch.where(open_, exponential_tail(r), torch.zeros_like(tau_steps))
+        tau = (self.dt * tau_steps).clamp(min=0.5 * self.dt, max=self.max_tau_steps * self.dt)
+        return tau, window, avail
+
+    def estimate(self) -> dict | None:
+        """{"tau", "tau_se", "tau_p", "records", "lags_used", "converged", "groups"} (time units) or
+        None before ``min_records`` records."""
+        if self.S is None or self.n_records < self.min_records:
+            return None
+        tau_p, window, avail = self._times(self.S.sum(0), self.n)
+        per_group = torch.stack([self._times(self.S[j], self.n)[0].mean() for j in range(self.S.shape[0])])
+        G = per_group.numel()
+        se = float(per_group.std(unbiased=True) / math.sqrt(G)) if G > 1 else math.nan
+        return {"tau": float(tau_p.mean()), "tau_se": se, "tau_p": tau_p, "records": self.n_records,
+                "lags_used": avail, "converged": float((window < avail - 1).to(torch.float64).mean()), "groups": G}
+
+    def tau(self) -> tuple[float, str]:
+        """(tau, how) for ``PreconditionContext.relaxation_time``: the current estimate, else tau0 (or dt)."""
+        est = self.estimate()
+        if est is None:
+            t0 = self.tau0 if self.tau0 is not None else self.dt
+            return float(t0), f"training chains: none recorded yet, tau0 = {t0:.4g}"
+        return est["tau"], (f"training chains ({len(self.chain_idx)} chains, {est['records']} records, "
+                            f"{est['lags_used']} lags, se {est['tau_se']:.2g}, window converged for "
+                            f"{100 * est['converged']:.0f}% of parameters)")
+
+    def report(self) -> dict:
+        est = self.estimate()
+        out = {"method": "training chains", "rows": 0 if self.chain_idx is None else len(self.chain_idx),
+               "lags": self.lags, "memory": self.memory, "resets": self.resets, "records": self.n_records}
+        if est is not None:
+            out.update(tau=est["tau"], tau_se=est["tau_se"], converged=est["converged"])
+        return out
