@@ -96,6 +96,7 @@ def test_aggregation_sorts_fronts_and_keeps_the_error_kinds_apart():
     assert ns.read_at([0, 1, 2], [0, 10, 20], 0.5) == 5.0 and ns.read_at([0, 1], [3, 4], 9) == 4.0
     best = ns.least_work_at(pts, 0.35)
     assert best["scale"] == 0.2
+    assert ns.best_gap_within(pts, 3.5)["scale"] == 0.1 and ns.best_gap_within(pts, 0.5) is None
 
 
 @pytest.mark.parametrize("argv, message", [

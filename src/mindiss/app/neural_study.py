@@ -64,7 +64,7 @@ SCALES = {
     "sgd-constant": (0.03, 0.06, 0.1, 0.2), "sgd-cosine": (0.06, 0.1, 0.2, 0.4),
     "sgd-linear": (0.06, 0.1, 0.2, 0.4), "adam": (3e-4, 1e-3, 2e-3, 3e-3),
     "adam-cosine": (1.5e-3, 3e-3, 6e-3, 1.2e-2), "natural-diag": (0.01, 0.03, 0.1, 0.3),
-    "natural-lowrank": (0.3, 1.0, 3.0, 10.0), "natural-kfac": (0.1, 0.3, 1.0, 3.0),
+    "natural-lowrank": (0.3, 1.0, 3.0, 10.0), "natural-kfac": (0.03, 0.1, 0.2, 0.4),
     "friction-diag": (0.01, 0.03, 0.1, 0.3), "md-lr": (0.01, 0.02, 0.05, 0.1),
 }
 COLORS = {"sgd-constant": "C0", "sgd-cosine": "C1", "sgd-linear": "C2", "adam": "C3", "adam-cosine": "C9",
@@ -445,6 +445,17 @@ def least_work_at(points: list[dict], gap_level: float) -> dict | None:
     return min(ok, key=lambda p: p["excess_work"]) if ok else None
 
 
+def best_gap_within(points: list[dict], work_budget: float) -> dict | None:
+    """The point with the lowest mean gap among those whose mean W_ex is <= work_budget (None if none)."""
+    ok = [p for p in points if math.isfinite(p["gap"]) and math.isfinite(p["excess_work"])
+          and p["excess_work"] <= work_budget]
+    return min(ok, key=lambda p: p["gap"]) if ok else None
+
+
+#: the dissipation budgets (kT) at which the fronts' best gaps are compared
+WORK_BUDGETS = (1.0, 5.0)
+
+
 def aggregate(runs: list[dict], expected: list[RunSpec] | None = None) -> dict:
     """Per dataset: front points per family at equal updates and at the equal wall-time budget
     (each sorted by W_ex), the Pareto subsets, the best gap per family, the least W_ex at common
@@ -481,6 +492,8 @@ def aggregate(runs: list[dict], expected: list[RunSpec] | None = None) -> dict:
                 levels = sorted({round(1.1 * finite[0], 3), round(1.5 * finite[0], 3)})
             res[mode]["levels"] = {
                 str(lv): {f: least_work_at(res[mode][f]["points"], lv) for f in fams} for lv in levels}
+            res[mode]["work_budgets"] = {
+                str(w): {f: best_gap_within(res[mode][f]["points"], w) for f in fams} for w in WORK_BUDGETS}
         out["datasets"][ds] = res
     return out
 
@@ -493,7 +506,7 @@ def revive(agg: dict) -> dict:
     for res in agg.get("datasets", {}).values():
         for mode in ("equal_updates", "equal_wall_time"):
             for f, v in res[mode].items():
-                if f == "levels":
+                if f in ("levels", "work_budgets"):
                     res[mode][f] = {lv: {g: fix(p) for g, p in by.items()} for lv, by in v.items()}
                 else:
                     v["points"] = [fix(p) for p in v["points"]]
@@ -639,6 +652,14 @@ def claims(agg: dict) -> list[str]:
                          f"than {ok[1][0]}" if len(ok) > 1 and ok[0][1]["excess_work"] > 0 else "")
                 lines.append(head + "; ".join(parts) + ratio
                              + (f"; not reaching this gap: {', '.join(miss)}" if miss else "") + ".")
+            for w, by in res[mode].get("work_budgets", {}).items():
+                ok = sorted(((f, p) for f, p in by.items() if p is not None), key=lambda fp: fp[1]["gap"])
+                if not ok:
+                    continue
+                parts = [f"{f} (scale {p['scale']:g}) gap {p['gap']:.3f} +- {_fmt(p['gap_seed_se'])} (seeds) at W_ex "
+                         f"{p['excess_work']:.3g}" for f, p in ok[:3]]
+                lines.append(f"{ds}, {mode.replace('_', ' ')}, W_ex <= {float(w):g} kT: lowest gap " + "; ".join(parts)
+                             + ".")
     return lines
 
 

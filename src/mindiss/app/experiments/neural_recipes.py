@@ -64,9 +64,10 @@ REGENERATE = ("OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/neural_study.p
 FULL_SCALES = {
     "sgd-constant": (0.1, 0.2), "sgd-cosine": (0.2, 0.4), "sgd-linear": (0.2, 0.4), "adam": (1e-3, 2e-3),
     "adam-cosine": (6e-3, 1.2e-2), "natural-diag": (0.01, 0.03), "natural-lowrank": (1.0, 3.0),
-    "natural-kfac": (0.3, 1.0), "friction-diag": (0.01, 0.03), "md-lr": (0.02, 0.05),
+    "natural-kfac": (0.1, 0.3), "friction-diag": (0.01, 0.03), "md-lr": (0.02, 0.05),
 }
-QUICK_FAMILIES = ("sgd-constant", "adam-cosine", "natural-diag", "natural-lowrank", "md-lr")
+QUICK_FAMILIES = tuple(f for f in ("sgd-constant", "adam-cosine", "natural-diag", "natural-lowrank", "natural-kfac",
+                                     "md-lr") if f in ns.FAMILIES)
 #: quick mode: larger rates for the fewer updates; one scale of the costliest family (7x sgd per update)
 QUICK_SCALES = {**FULL_SCALES, "sgd-constant": (0.2, 0.4), "adam-cosine": (1e-2, 2e-2), "natural-lowrank": (1.0,)}
 SETTINGS = {
