@@ -140,7 +140,7 @@ def _log_z_checks(best_runs, ctx, cfg) -> tuple[list, list]:
     """Grid ln Z (the library's trapezoid with refinement) of each family's best model vs an independent
     Simpson rule on a finer grid of the same energy."""
     checks, rows = [], []
-    n = 2 * cfg.grid_n + 1                       # odd, finer than the library's base grid
+    n = 4 * cfg.grid_n + 1                       # odd, twice as fine as the finest grid the library refines to
     lo, hi = cfg.box
     g = np.linspace(lo, hi, n)
     X, Y = np.meshgrid(g, g, indexing="xy")
