@@ -543,7 +543,9 @@ FLOOR = 1e-3
 
 def draw_fronts(ax, fams: dict, *, title: str, label_scales: bool = True, min_gap: float | None = None) -> None:
     """One family per curve: its scan points sorted by W_ex, joined; error bars are the across-seed SE;
-    marker labels give the scale; diverged scales are listed in the legend entry."""
+    marker labels give the scale; scales whose every seed diverged are counted in the legend entry, and
+    points where some seeds diverged (the mean over the others) are drawn open."""
+    any_partial = False
     for f in FAMILIES:
         if f not in fams:
             continue
@@ -561,10 +563,16 @@ def draw_fronts(ax, fams: dict, *, title: str, label_scales: bool = True, min_ga
         ax.errorbar(xs, ys, xerr=[[min(e, 0.9 * x) for e, x in zip(xe, xs)], xe],
                     yerr=[[min(e, 0.9 * y) for e, y in zip(ye, ys)], ye],
                     color=COLORS[f], marker=MARKERS[f], ms=5, lw=1, capsize=2, label=lab)
+        part = [(x, y) for x, y, p in zip(xs, ys, pts) if p["n_diverged"] > 0]
+        if part:          # a mean over the seeds that survived: drawn open
+            ax.plot(*zip(*part), ls="none", marker=MARKERS[f], ms=5, mfc="white", mec=COLORS[f], zorder=3)
+            any_partial = True
         if label_scales:
             for x, y, p in zip(xs, ys, pts):
                 ax.annotate(f"{p['scale']:g}", (x, y), fontsize=5, xytext=(2, 2), textcoords="offset points",
                             color=COLORS[f])
+    if any_partial:
+        ax.plot([], [], ls="none", marker="o", mfc="white", mec="0.3", label="open: some seeds diverged")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set(xlabel="final W_ex (kT)", ylabel="test NLL - true density NLL (nats)", title=title)
