@@ -5,7 +5,9 @@
 runs every (dataset, family, scale, seed) of ``mindiss.app.neural_study`` that has no JSON yet under
 ``OUT/runs`` (one JSON per finished run, written atomically: a killed study resumes where it stopped),
 then aggregates what is there into ``OUT/summary.json``, ``OUT/fronts.png``, ``OUT/densities.png`` and
-``OUT/table.csv``. ``--aggregate-only`` skips training. ``--quick`` uses the reduced settings
+``OUT/table.csv``. ``--aggregate-only`` skips training. ``--calibrate`` measures every family's seconds
+per update in one process (interleaved rounds; ``OUT/calibration.json``): the equal-wall-time fronts then
+read each run's curves on that calibrated clock, since the runs' own clocks drift with a shared machine's load. ``--quick`` uses the reduced settings
 (``neural_study.QUICK``; use another ``--out``). Bad arguments: a message naming the problem, exit 2.
 """
 from __future__ import annotations
@@ -38,6 +40,9 @@ def parse(argv):
     p.add_argument("--limit", type=int, default=None, help="run at most this many new runs, then aggregate")
     p.add_argument("--aggregate-only", action="store_true", help="only aggregate the runs already there")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    p.add_argument("--calibrate", action="store_true",
+                   help="measure each family's seconds per update in one process (OUT/calibration.json; the "
+                        "equal-wall-time fronts then use these costs, not the runs' own clocks)")
     return p.parse_args(argv)
 
 
@@ -72,7 +77,10 @@ def build(args):
 
 def aggregate(out: Path, specs, figures: bool = True) -> dict:
     runs = ns.load_runs(out)
-    agg = ns.aggregate(runs, specs)
+    cal_path = out / "calibration.json"
+    calibration = json.loads(cal_path.read_text()) if cal_path.exists() else None
+    agg = ns.aggregate(runs, specs, calibration)
+    agg["calibration"] = calibration
     agg["claims"] = ns.claims(agg)
     agg["n_runs"] = len(runs)
     agg["n_expected"] = len(specs)
@@ -112,6 +120,12 @@ def main(argv=None) -> int:
                                      log=lambda s: print(s, flush=True))
             print(f"ran {stats['done']} runs, skipped {stats['skipped']} finished ones, "
                   f"{time.perf_counter() - start:.0f} s", flush=True)
+        if args.calibrate:
+            datasets_ = sorted({s.dataset for s in specs})
+            families = [f for f in ns.FAMILIES if any(s.family == f for s in specs)]
+            with single_thread():
+                cal = ns.calibrate(datasets_, families, cfg, log=lambda s: print(s, flush=True))
+            atomic_write_json(out / "calibration.json", ns._json_safe(cal))
         agg = aggregate(out, specs, figures=not args.no_figures)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)

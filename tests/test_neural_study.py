@@ -66,7 +66,8 @@ def test_md_lr_rates_are_the_schedulers_and_average_to_the_base_lr():
 
 
 def _run(family, scale, seed, gap, wex, secs=1.0, diverged=None):
-    curves = {"seconds": [0.0, secs / 2, secs], "gap": [1.0, (1.0 + gap) / 2, gap], "excess_work": [0.0, wex / 2, wex]}
+    curves = {"update": [0, 6, 12], "seconds": [0.0, secs / 2, secs], "gap": [1.0, (1.0 + gap) / 2, gap],
+              "excess_work": [0.0, wex / 2, wex]}
     return {"dataset": "moons", "family": family, "scale": scale, "seed": seed, "updates": 10, "pilot_seconds": 0.0,
             "wall_seconds": secs, "gap": gap, "excess_work": wex, "excess_work_fixed_path_se": 0.1,
             "true_density_nll": 2.4, "diverged": diverged, "curves": None if diverged else curves}
@@ -115,3 +116,17 @@ def test_bad_arguments_exit_2_without_output(tmp_path, capsys, argv, message):
 
 def test_missing_out_is_an_argparse_error(capsys):
     assert _cli().main([]) == 2
+
+
+def test_calibrated_clock_replaces_the_runs_own():
+    runs = [_run("sgd-constant", 0.1, 0, 0.5, 1.0, secs=9.0), _run("md-lr", 0.05, 0, 0.6, 0.4, secs=30.0),
+            _run("adam", 0.01, 0, 0.6, 0.4)]
+    cal = {"seconds_per_update": {"moons": {"sgd-constant": 0.01, "md-lr": 0.02}}, "pilot_seconds": {"moons": 1.5}}
+    out = {r["family"]: r for r in ns.calibrated_times(runs, cal)}
+    assert set(out) == {"sgd-constant", "md-lr"}                      # adam has no calibration: left out
+    assert out["sgd-constant"]["wall_seconds"] == pytest.approx(12 * 0.01)
+    assert out["md-lr"]["curves"]["seconds"] == pytest.approx([1.5, 1.5 + 6 * 0.02, 1.5 + 12 * 0.02])
+    assert out["md-lr"]["measured_wall_seconds"] == 30.0
+    agg = ns.aggregate(runs, calibration=cal)
+    assert agg["time_axis"] == "calibrated"
+    assert agg["datasets"]["moons"]["budget_seconds"] == pytest.approx(0.12)   # the sgd-constant run's time

@@ -395,6 +395,51 @@ def read_at(curve_x, curve_y, x) -> float:
     return float(np.interp(x, cx[ok], cy[ok])) if ok.any() else math.nan
 
 
+def calibrate(datasets_, families, cfg: Settings, *, rounds: int = 3, updates: int = 60, log=print) -> dict:
+    """Seconds per update of each family (training only) and of the tau pilot, measured in one process on
+    short runs at each family's middle scale, the families taking turns for ``rounds`` rounds, each keeping
+    its fastest round: a shared machine's load drifts over a long study, so the runs' own clocks are not
+    comparable between runs made at different times; these calibrated costs are (``calibrated_times``)."""
+    short = replace(cfg, n_updates=updates, n_records=2)
+    out = {"seconds_per_update": {}, "pilot_seconds": {}, "rounds": rounds, "updates": updates}
+    for ds in datasets_:
+        spu, pilot = {f: math.inf for f in families}, math.inf
+        for k in range(rounds):
+            ctx = Context(short)
+            s = ctx.seed(ds, 100 + k)
+            s.relaxation                                    # noqa: B018 (times the pilot)
+            pilot = min(pilot, s.pilot_seconds)
+            for f in families:
+                sc = SCALES[f][1]
+                r = run_one(RunSpec(ds, f, sc, 100 + k), ctx, keep_density=False)
+                if r["diverged"]:
+                    continue
+                spu[f] = min(spu[f], (r["wall_seconds"] - r["pilot_seconds"]) / r["n_updates_total"])
+        out["seconds_per_update"][ds] = {f: (v if math.isfinite(v) else None) for f, v in spu.items()}
+        out["pilot_seconds"][ds] = pilot
+        log(f"calibration {ds}: " + ", ".join(f"{f} {1e3 * v:.2f} ms" for f, v in spu.items()) + f", pilot {pilot:.2f} s")
+    return out
+
+
+def calibrated_times(runs: list[dict], calibration: dict) -> list[dict]:
+    """The runs with their curves' ``seconds`` replaced by calibrated time: pilot (the families that use one)
+    + update x the family's calibrated seconds per update; ``wall_seconds`` likewise (the measured ones are
+    kept as ``measured_wall_seconds``). Runs of a family without a calibration are left out."""
+    out = []
+    for r in runs:
+        spu = (calibration["seconds_per_update"].get(r["dataset"]) or {}).get(r["family"])
+        if spu is None:
+            continue
+        pilot = calibration["pilot_seconds"][r["dataset"]] if r["family"] in NEEDS_PILOT else 0.0
+        q = dict(r, measured_wall_seconds=r.get("wall_seconds"), pilot_seconds=pilot)
+        total = r.get("n_updates_total", r["updates"] + 2)
+        q["wall_seconds"] = pilot + total * spu
+        if r.get("curves"):
+            q["curves"] = dict(r["curves"], seconds=[pilot + k * spu for k in r["curves"]["update"]])
+        out.append(q)
+    return out
+
+
 def wall_budget(runs: list[dict]) -> float:
     """The equal-wall-time budget of a dataset: the median training time of its finished sgd-constant
     runs (the plain loop), else the median over all finished runs."""
@@ -456,11 +501,14 @@ def best_gap_within(points: list[dict], work_budget: float) -> dict | None:
 WORK_BUDGETS = (1.0, 5.0)
 
 
-def aggregate(runs: list[dict], expected: list[RunSpec] | None = None) -> dict:
+def aggregate(runs: list[dict], expected: list[RunSpec] | None = None, calibration: dict | None = None) -> dict:
     """Per dataset: front points per family at equal updates and at the equal wall-time budget
     (each sorted by W_ex), the Pareto subsets, the best gap per family, the least W_ex at common
-    gap levels, and the runs still missing from ``expected``."""
-    out = {"datasets": {}, "missing": []}
+    gap levels, and the runs still missing from ``expected``. With ``calibration`` (``calibrate``) the
+    time axes are the calibrated ones (``calibrated_times``), else the runs' own clocks."""
+    if calibration is not None:
+        runs = calibrated_times(runs, calibration)
+    out = {"datasets": {}, "missing": [], "time_axis": "calibrated" if calibration is not None else "measured"}
     have = {(r["dataset"], r["family"], float(r["scale"]), int(r["seed"])) for r in runs}
     if expected:
         out["missing"] = [s.key for s in expected if (s.dataset, s.family, s.scale, s.seed) not in have]
