@@ -589,7 +589,7 @@ def summary_table(agg: dict, mode: str = "equal_updates") -> tuple[list, list]:
 FLOOR = 1e-3
 
 
-def draw_fronts(ax, fams: dict, *, title: str, label_scales: bool = True, min_gap: float | None = None) -> None:
+def draw_fronts(ax, fams: dict, *, title: str, label_scales: bool = True, y_max: float = 4.0) -> None:
     """One family per curve: its scan points sorted by W_ex, joined; error bars are the across-seed SE;
     marker labels give the scale; scales whose every seed diverged are counted in the legend entry, and
     points where some seeds diverged (the mean over the others) are drawn open."""
@@ -623,6 +623,16 @@ def draw_fronts(ax, fams: dict, *, title: str, label_scales: bool = True, min_ga
         ax.plot([], [], ls="none", marker="o", mfc="white", mec="0.3", label="open: some seeds diverged")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    from matplotlib.ticker import NullFormatter
+
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ys_all = [p["gap"] for f in FAMILIES if f in fams for p in fams[f]["points"] if math.isfinite(p["gap"])]
+    if ys_all and max(ys_all) > y_max:       # a collapsed model would squash the fronts: clip, and say so
+        n_off = sum(y > y_max for y in ys_all)
+        ax.set_ylim(top=y_max)
+        ax.text(0.98, 0.98, f"{n_off} point{'s' if n_off > 1 else ''} above {y_max:g} nats (see table)",
+                transform=ax.transAxes, ha="right", va="top", fontsize=6)
     ax.set(xlabel="final W_ex (kT)", ylabel="test NLL - true density NLL (nats)", title=title)
 
 
@@ -643,7 +653,8 @@ def plot_fronts(agg: dict):
         res = agg["datasets"][ds]
         draw_fronts(axes[i, 0], res["equal_updates"], title=f"{ds}: equal updates (final of every run)")
         draw_fronts(axes[i, 1], res["equal_wall_time"],
-                    title=f"{ds}: equal wall time ({res['budget_seconds']:.1f} s of training)")
+                    title=f"{ds}: equal wall time ({res['budget_seconds']:.1f} s of training, "
+                          f"{agg.get('time_axis', 'measured')} clock)")
         axes[i, 0].legend(fontsize=6, loc="best")
     fig.tight_layout()
     return fig

@@ -76,7 +76,7 @@ SETTINGS = {
     True: dict(cfg=ns.Settings(n_updates=350, n_chains=128, n_test=2000, n_records=10, pilot_rows=16,
                                pilot_steps=32, density_n=41),
                families=QUICK_FAMILIES, scales=QUICK_SCALES, seeds=(0, 1), replay_chains=1024),
-    False: dict(cfg=ns.Settings(n_updates=500, n_chains=160, n_test=4000, n_records=10, pilot_rows=32,
+    False: dict(cfg=ns.Settings(n_updates=800, n_chains=160, n_test=4000, n_records=10, pilot_rows=32,
                                 pilot_steps=40, density_n=41),
                 families=tuple(f for f in ns.FAMILIES), scales=FULL_SCALES, seeds=(0, 1), replay_chains=2048),
 }
@@ -387,7 +387,8 @@ def plot(result: ExperimentResult):
             if ds in study["datasets"]:
                 r = study["datasets"][ds]
                 panels.append((r["equal_updates"], f"study, {ds}: equal updates ({study['settings']['n_updates']})"))
-                panels.append((r["equal_wall_time"], f"study, {ds}: equal wall time ({r['budget_seconds']:.1f} s)"))
+                panels.append((r["equal_wall_time"], f"study, {ds}: equal wall time ({r['budget_seconds']:.1f} s, "
+                                                     f"{study.get('time_axis', 'measured')} clock)"))
         partial = f", PARTIAL ({study['n_runs']} of {study['n_expected']} runs)" if study.get("missing") else ""
         bot.suptitle(f"(f)-(i) precomputed full study (benchmarks/neural_study.py; committed JSON, not rerun){partial}",
                      fontsize=9)
