@@ -194,6 +194,7 @@ def run(quick: bool = True, progress=no_progress) -> ExperimentResult:
     ctx = ns.Context(cfg)
     runs = []
     with single_thread():
+        ctx.warm_up("moons")
         for i, spec in enumerate(specs):
             r = ns.run_one(spec, ctx, keep_density=spec.seed == st["seeds"][0], keep_thetas=True)
             runs.append(r)
