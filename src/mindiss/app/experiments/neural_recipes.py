@@ -49,12 +49,15 @@ CLAIM = ("For an MLP energy on two moons every recipe family is scored against t
          "time. The full study (two data sets, four scales, three seeds) is precomputed and shown alongside.")
 CAPTION = ("Two moons, MLP 2-32-32-1 + 0.5|x|^2/2, MALA chains (mu dt = 0.2). (a) Fronts at equal updates: final "
            "gap test NLL - true-density NLL against final W_ex, one curve per family through its scales (labels), "
-           "sorted by W_ex; bars: SE over seeds. (b) The same read at an equal wall-time budget (median training "
-           "time of sgd-constant; alpha(t) families and md-lr start after their tau pilot). (c) Gap against "
-           "updates and (d) W_ex against training wall time of each family's best scale (mean over seeds). "
-           "(e) Data and each family's model density at its best scale (first seed). (f)-(i) Precomputed full "
-           "study (benchmarks/neural_study.py, committed JSON; regenerate with the command in its README): fronts "
-           "on moons and checkerboard at equal updates and equal wall time.")
+           "sorted by W_ex; bars: SE over seeds; open markers: some seeds diverged (mean over the others). (b) The "
+           "same read at an equal wall-time budget (median training time of sgd-constant in this run; alpha(t) "
+           "families and md-lr start after their tau pilot). (c) Gap against updates and (d) W_ex against training "
+           "wall time of each family's best scale (mean over its scored seeds; the last step of the alpha(t) "
+           "curves is the final impulse). (e) Data and each family's model density at its best scale (first "
+           "scored seed). (f)-(i) Precomputed full study (benchmarks/neural_study.py: 10 families x 4 scales x 3 "
+           "seeds x 1,000 updates; committed JSON, not rerun here; regenerate with the command in "
+           "benchmarks/results/neural_study/README.md): fronts on moons and checkerboard at equal updates and at "
+           "equal wall time on the calibrated clock (each family's seconds per update measured in one process).")
 
 STUDY_DIR = Path(__file__).resolve().parents[4] / "benchmarks" / "results" / "neural_study"
 REGENERATE = ("OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/neural_study.py "
@@ -196,7 +199,7 @@ def run(quick: bool = True, progress=no_progress) -> ExperimentResult:
     with single_thread():
         ctx.warm_up("moons")
         for i, spec in enumerate(specs):
-            r = ns.run_one(spec, ctx, keep_density=spec.seed == st["seeds"][0], keep_thetas=True)
+            r = ns.run_one(spec, ctx, keep_density=True, keep_thetas=True)
             runs.append(r)
             progress(i + 1, total)
         agg = ns.aggregate(runs, specs)
@@ -374,9 +377,10 @@ def plot(result: ExperimentResult):
             r = rs[0]
             ax.imshow(np.asarray(r["density"]), origin="lower", extent=(*view[0], *view[1]), cmap="Greys",
                       aspect="auto")
-            ax.set_title(f"{f} {r['scale']:g}\ngap {r['gap']:.2f}, W_ex {r['excess_work']:.2g}", fontsize=7)
+            ax.set_title(f"{f} {r['scale']:g} (seed {r['seed']})\ngap {r['gap']:.2f}, W_ex {r['excess_work']:.2g}",
+                         fontsize=7)
         else:
-            ax.set_title(f"{f}: no scored run", fontsize=7)
+            ax.set_title(f"{f}: every run diverged", fontsize=7)
     for ax in dens:
         ax.set_xlim(*view[0])
         ax.set_ylim(*view[1])
@@ -398,7 +402,8 @@ def plot(result: ExperimentResult):
         if i < len(panels):
             ns.draw_fronts(ax, panels[i][0], title=f"({letters[i]}) {panels[i][1]}", label_scales=False)
             if i == 0:
-                ax.legend(fontsize=5)
+                handles, labels = ax.get_legend_handles_labels()
+                bot.legend(handles, labels, loc="outside lower center", ncol=6, fontsize=7)
             ax.title.set_fontsize(8)
         else:
             ax.text(0.5, 0.5, "precomputed study\nnot available", ha="center", va="center", transform=ax.transAxes)
