@@ -61,7 +61,7 @@ CAPTION = ("Two moons, MLP 2-32-32-1 + 0.5|x|^2/2, MALA chains (mu dt = 0.2). (a
 
 STUDY_DIR = Path(__file__).resolve().parents[4] / "benchmarks" / "results" / "neural_study"
 REGENERATE = ("OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/neural_study.py "
-              "--out benchmarks/results/neural_study")
+              "--out benchmarks/results/neural_study --calibrate")
 
 #: the section's families and their two scales: each family's best two of the full study's scan on moons
 #: (benchmarks/results/neural_study; a scale where most seeds diverged left out)
