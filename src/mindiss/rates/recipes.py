@@ -247,7 +247,9 @@ def recipe(name: str, *, scale: float, duration: float, tau=None, fisher_ema: fl
     tracker = None
     if chains:
         tracker = (copy.deepcopy(chain_relaxation) if chain_relaxation is not None
-                   else ChainRelaxation(params=None if name == "friction-diag" else 1024, tau0=tau0))
+                   else ChainRelaxation(tau0=tau0) if name != "friction-diag"
+                   # tau_i for every parameter: fewer chains and lags keep it O(32 x 32 x P) per update
+                   else ChainRelaxation(params=None, rows=32, lags=32, tau0=tau0))
         if name == "friction-diag" and tracker.params is not None:
             raise InputError("friction-diag needs tau_i for every parameter: ChainRelaxation(params=None)")
     if name == "natural-diag":
