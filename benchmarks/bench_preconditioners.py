@@ -9,9 +9,14 @@ work -> chain move at the new theta -> history record. Two problems:
 
 (a) tilted double well E = a (x^2 - 1)^2 + b x (P = 2), N = 100,000 chains, MALA (or Euler) moves:
     scalar learning rate, Fisher full / diag / low-rank (rank 256);
-(b) MLP energy 2-64-64-1 (``NeuralEnergy.mlp``, SiLU, P = 4,417), 4,096 chains, 4,096 data samples:
-    scalar, Fisher diag, low-rank (rank 256), and full (a P x P covariance from 4,096 x 4,417
-    per-chain gradients plus a 4,417 x 4,417 solve per update).
+(b) MLP energy 2-64-64-1 (``NeuralEnergy.mlp``, SiLU, P = 4,417), 4,096 chains, 4,096 data samples,
+    float32 chains: scalar, Fisher diag (per-chain gradients), diag-layers (the same column variances
+    from the layer statistics, ``kfac.diagonal_fisher``), low-rank (rank 256), K-FAC (``KFACFisher``,
+    factors every update and every 10th), BackPACK's ``Variance`` as a diagonal Fisher (only when
+    ``backpack-for-pytorch`` is installed; not a dependency), and full (a P x P covariance from
+    4,096 x 4,417 per-chain gradients plus a 4,417 x 4,417 solve per update; ``--skip-full-mlp``).
+    ``--problems mlp`` runs (b) only. With (b) also the relaxation time of alpha(t): the pilot run
+    against the training-chain estimator (``time_tau``). Results of 2026-12-02: benchmarks/README.md.
 
 Two measurements per preconditioner:
 
@@ -144,6 +149,8 @@ def _preconditioner(kind: str | None):
         return KFACFisher(refresh=10)
     if kind == "backpack-diag":
         return BackpackDiag()
+    if kind == "diag-layers":
+        return Fisher("diag", route="layers")
     return Fisher(kind)
 
 
@@ -182,7 +189,7 @@ def mlp_problem(n_chains: int, seed: int = 0) -> dict:
 # ------------------------------------------------------------------------------ timings
 
 def _heavy(problem: dict, kind) -> bool:
-    return problem["name"] == "mlp" and kind in ("full", "diag")
+    return problem["name"] == "mlp" and kind in ("full", "diag")   # (n, P) per-chain gradients every update
 
 
 def time_train(problem: dict, kind: str | None, *, sampler: str, n_steps: int, seed: int) -> list:
@@ -426,7 +433,7 @@ def main(argv=None) -> dict:
     else:
         n_dw, n_mlp, n_steps, repeats, pieces, budget = 100_000, 4096, 12, max(1, args.repeats), 10, 15.0
     wanted = set(args.problems.split(","))
-    mlp_kinds = [None, "diag", "lowrank", "kfac", "kfac-r10"] + (["backpack-diag"] if _backpack_available() else [])
+    mlp_kinds = [None, "diag", "diag-layers", "lowrank", "kfac", "kfac-r10"] + (["backpack-diag"] if _backpack_available() else [])
     problems = [(double_well_problem(n_dw), [None, "full", "diag", "lowrank"]) if "double_well" in wanted else None,
                 (mlp_problem(n_mlp), mlp_kinds + ([] if args.skip_full_mlp else ["full"])) if "mlp" in wanted else None]
     out = {"machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),

@@ -110,12 +110,11 @@ def _scatter(layer: dict, M: torch.Tensor, out: torch.Tensor) -> None:
         out[layer["b"]:layer["b"] + o] = M[:, i]
 
 
-def kfac_factors(energy, x: torch.Tensor, theta: torch.Tensor, layers: list[dict] | None = None) -> list[dict]:
-    """Per Linear layer of a NeuralEnergy, over the rows x (n, d) at theta (float64 results):
-    A = (1/n) sum_i abar_i abar_i^T ((in+1)^2), G = (1/n) sum_i g_i g_i^T (out^2),
-    m = (1/n) sum_i g_i abar_i^T (out, in+1): the layer's mean gradient E[d_theta E], and the means
-    gbar = (1/n) sum_i g_i, abar = (1/n) sum_i abar_i.
-    One forward (hooks record each layer's input and output) and one backward of sum_i f(x_i)."""
+def layer_inputs_and_grads(energy, x: torch.Tensor, theta: torch.Tensor, layers: list[dict] | None = None):
+    """Per Linear layer of a NeuralEnergy, over the rows x (n, d) at theta: (abar, g), abar = (a, 1)
+    the layer's inputs with the bias column (n, in + 1) and g = d E / d s its output gradients (n, out),
+    float64. One forward (hooks record each layer's input and output) and one backward of sum_i f(x_i)
+    (E acts row by row, so row i of the gradient is chain i's own)."""
     net = _neural(energy)
     layers = linear_layers(energy) if layers is None else layers
     cdt = net.dtype or x.dtype
@@ -137,10 +136,36 @@ def kfac_factors(energy, x: torch.Tensor, theta: torch.Tensor, layers: list[dict
     for L, g in zip(layers, gs):
         a = seen[L["name"]][0].detach().to(F64).reshape(n, -1)
         abar = a if L["b"] is None else torch.cat([a, torch.ones(n, 1, dtype=F64, device=a.device)], 1)
-        g = g.detach().to(F64).reshape(n, -1)
-        res.append({"A": abar.T @ abar / n, "G": g.T @ g / n, "m": g.T @ abar / n,
-                    "gbar": g.mean(0), "abar": abar.mean(0)})
+        res.append((abar, g.detach().to(F64).reshape(n, -1)))
     return res
+
+
+def kfac_factors(energy, x: torch.Tensor, theta: torch.Tensor, layers: list[dict] | None = None) -> list[dict]:
+    """Per Linear layer of a NeuralEnergy, over the rows x (n, d) at theta (float64 results):
+    A = (1/n) sum_i abar_i abar_i^T ((in+1)^2), G = (1/n) sum_i g_i g_i^T (out^2),
+    m = (1/n) sum_i g_i abar_i^T (out, in+1): the layer's mean gradient E[d_theta E], and the means
+    gbar = (1/n) sum_i g_i, abar = (1/n) sum_i abar_i (``layer_inputs_and_grads``)."""
+    n = x.shape[0]
+    return [{"A": abar.T @ abar / n, "G": g.T @ g / n, "m": g.T @ abar / n, "gbar": g.mean(0), "abar": abar.mean(0)}
+            for abar, g in layer_inputs_and_grads(energy, x, theta, layers)]
+
+
+def diagonal_fisher(energy, x: torch.Tensor, theta: torch.Tensor, layers: list[dict] | None = None) -> torch.Tensor:
+    """The exact diagonal of the sample Fisher Cov[d_theta E] over the rows x (1/(n - 1), as
+    ``preconditioners.fisher_from_samples``), (P,) float64, without per-chain gradients: chain i's
+    gradient in a Linear layer is g_i abar_i^T, so per entry (o, j)
+
+        sum_i (g_io abar_ij)^2 = ((g * g)^T (abar * abar))_oj,   sum_i g_io abar_ij = (g^T abar)_oj,
+
+    two (out x n) (n x in+1) products per layer after one forward and backward: O(n P) time and
+    O(n (in + out)) memory, against O(n P) memory for the (n, P) per-chain gradients."""
+    layers = linear_layers(energy) if layers is None else layers
+    n = x.shape[0]
+    out = torch.empty(_neural(energy).n_params, dtype=F64, device=x.device)
+    for L, (abar, g) in zip(layers, layer_inputs_and_grads(energy, x, theta, layers)):
+        s1, s2 = g.T @ abar, (g * g).T @ (abar * abar)
+        _scatter(L, (s2 - s1 * s1 / n) / max(n - 1, 1), out)
+    return out
 
 
 def per_sample_layer_grads(energy, x, theta, layers=None) -> list[torch.Tensor]:

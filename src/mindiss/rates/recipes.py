@@ -208,7 +208,8 @@ class TauFromChains(Preconditioner):
 def recipe(name: str, *, scale: float, duration: float, tau=None, fisher_ema: float = 0.9,
            relative_damping: float | None = None, rank: int = 128, friction_refresh: int = 0,
            relaxation: dict | None = None, tau_refresh: int = 5, tau0: float | None = None,
-           kfac_refresh: int = 1, chain_relaxation: ChainRelaxation | None = None) -> Recipe:
+           kfac_refresh: int = 1, chain_relaxation: ChainRelaxation | None = None,
+           fisher_route: str = "samples") -> Recipe:
     """The named recipe (see the module table) over training time ``duration`` = n_steps x dt.
 
     ``scale``: SGD / Adam: the rate per unit time at t = 0 (per-update lr = scale x dt); natural /
@@ -220,7 +221,10 @@ def recipe(name: str, *, scale: float, duration: float, tau=None, fisher_ema: fl
     relative_damping x mean diagonal; default 1e-3 for the diagonal and K-FAC recipes and 1 for the
     low-rank one, whose inverse multiplies every direction outside the span of its <= 2 x rank sampled
     gradients by 1 / lambda: a small lambda there turns the data term's unsampled components into
-    huge steps); ``kfac_refresh``: updates between K-FAC factor estimates; ``friction_refresh``:
+    huge steps); ``fisher_route``: natural-diag's route to the diagonal Fisher ("samples": per-chain
+    gradients; "layers": a network's layer statistics, the same numbers up to round-off at about the
+    cost of one backward, ``kfac.diagonal_fisher``); ``kfac_refresh``: updates between K-FAC factor
+    estimates; ``friction_refresh``:
     updates between pilots; ``relaxation``: a ``diagonal_relaxation`` result at theta_0 (the pilot:
     friction-diag skips its first pilot; with tau None, tau = its ``tau_mean``).
     """
@@ -253,7 +257,7 @@ def recipe(name: str, *, scale: float, duration: float, tau=None, fisher_ema: fl
         if name == "friction-diag" and tracker.params is not None:
             raise InputError("friction-diag needs tau_i for every parameter: ChainRelaxation(params=None)")
     if name == "natural-diag":
-        pre = Fisher("diag", ema=fisher_ema, relative_damping=relative_damping)
+        pre = Fisher("diag", ema=fisher_ema, relative_damping=relative_damping, route=fisher_route)
     elif name == "natural-lowrank":
         pre = Fisher("lowrank", ema=fisher_ema, relative_damping=relative_damping, rank=rank, max_blocks=2)
     elif name == "natural-kfac":
