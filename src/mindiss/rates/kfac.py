@@ -41,6 +41,20 @@ layer of a scalar-output network: g = 1) this is the exact centred block; so it 
 (both sides 0). Moving averages of G, A, gbar and abar_mean keep it positive semi-definite
 (E_t[G_t] >= E_t[gbar_t gbar_t^T] >= E_t[gbar_t] E_t[gbar_t]^T).
 
+**Maintained libraries** (checked 2026-12-02; benchmarks/README.md). They are built for a loss that
+is a sum of per-sample losses with a likelihood, and return uncentred second moments. Taking
+E(x_i) of the chains as the per-sample "loss": BackPACK 1.7.1's first-order extensions work on
+loss = sum_i f(x_i) with any activation (``BatchGrad`` = the per-chain gradients, exact to 1e-16;
+``Variance`` = the centred diagonal diag Cov_p[d_theta E] with 1/N, exact to 6e-17 in float64);
+its second-order ``KFLR`` with ``MSELoss(reduction="sum")`` against any fixed target (the loss's
+Hessian is the constant 2) gives exactly our uncentred factors (G = KFLR / 2N, A equal; weight and
+bias as separate blocks) but not the means, so not the centred estimate, and it refuses SiLU
+("no extension for SiLU"; tanh works). curvlinops 3.0.1 (its source read, not run: it needs
+BackPACK and five more packages): ``EFLinearOperator`` is the uncentred gradient covariance and
+``KFACLinearOperator``'s factors are uncentred covariances (its docstrings), for MSELoss,
+CrossEntropyLoss or BCEWithLogitsLoss; the same MSE trick gives the uncentred K-FAC, the centring is
+left to the user. nngeometry 0.4 was not tried.
+
 Blocks of different layers are treated as independent (block-diagonal estimate), as in K-FAC.
 Cost per refresh: one forward and backward over the chains (no per-chain gradients, no N x P
 array) plus O(in^3 + out^3) per layer; per ``apply``: two small matrix products per layer.
