@@ -33,9 +33,12 @@ record, uses ``tau0`` (default: one chain step dt). The pilot stays available: p
 from ``estimate_tau``) or ``relaxation`` (a ``diagonal_relaxation`` result).
 
 For networks with P ~ 10^3 parameters ``Fisher("full")`` forms a P x P matrix per update: use
-these diagonal / low-rank recipes. ``Friction`` and ``tau="auto"`` switch to their diagonal
+these diagonal / low-rank / K-FAC recipes. The per-chain gradients of natural-diag cost an (N, P)
+array per update (19.5x an SGD update at P = 4,417, N = 4,096; benchmarks/README.md):
+``fisher_route="layers"`` gives the same diagonal from one forward and backward (1.7x), natural-kfac
+costs 2.2x (1.4x with ``kfac_refresh=10``). ``Friction`` and ``tau="auto"`` switch to their diagonal
 estimates above ``max_dense_params`` parameters, but their pilot still holds the whole d_theta E
-series (pilot steps x pilot chains x P): pass ``tau`` from ``estimate_tau`` or lower ``pilot_chains``.
+series (pilot steps x pilot chains x P).
 """
 from __future__ import annotations
 
@@ -52,8 +55,10 @@ from ..errors import InputError, require_positive, require_positive_int
 from .preconditioners import Adam, Fisher, Preconditioner
 from .relaxation import ChainRelaxation, diagonal_relaxation, estimate_tau  # re-exported for the recipes
 
-RECIPES = ("sgd-constant", "sgd-cosine", "sgd-linear", "adam", "natural-diag", "natural-lowrank", "natural-kfac",
-           "friction-diag")
+#: the recipes that ``mindiss reproduce``'s neural_recipes section compares (it keeps a scale grid per name)
+RECIPES = ("sgd-constant", "sgd-cosine", "sgd-linear", "adam", "natural-diag", "natural-lowrank", "friction-diag")
+#: every recipe ``recipe`` builds: RECIPES plus natural-kfac (added to the comparison with its scale grid)
+ALL_RECIPES = RECIPES[:6] + ("natural-kfac",) + RECIPES[6:]
 #: recipes whose schedule is alpha(t) and that need a relaxation time tau
 NEEDS_TAU = ("natural-diag", "natural-lowrank", "natural-kfac", "friction-diag")
 
@@ -228,8 +233,8 @@ def recipe(name: str, *, scale: float, duration: float, tau=None, fisher_ema: fl
     updates between pilots; ``relaxation``: a ``diagonal_relaxation`` result at theta_0 (the pilot:
     friction-diag skips its first pilot; with tau None, tau = its ``tau_mean``).
     """
-    if name not in RECIPES:
-        raise InputError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
+    if name not in ALL_RECIPES:
+        raise InputError(f"unknown recipe {name!r}; choose one of {', '.join(ALL_RECIPES)}")
     scale, T = require_positive("scale", scale), require_positive("duration", duration)
     if name == "sgd-constant":
         return Recipe(S.constant(scale, T), None)
