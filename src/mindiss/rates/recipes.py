@@ -178,10 +178,11 @@ class TauFromChains(Preconditioner):
         self.tracker = tracker if tracker is not None else ChainRelaxation()
         self.name, self.needs, self.rows = inner.name, inner.needs, inner.rows
 
-    def __repr__(self):   # settings only: part of a run's fingerprint (checkpoints)
-        from mindiss.core.train import _pre_key
-
-        return f"TauFromChains({_pre_key(self.inner)!r}, {self.tracker!r})"
+    def __repr__(self):   # settings only: part of a run's fingerprint (checkpoints); taken before start()
+        inner = self.inner
+        if type(inner).__repr__ is object.__repr__:   # no repr of its own: its plain attributes
+            inner = (type(inner).__name__, sorted((k, repr(v)) for k, v in vars(inner).items()))
+        return f"TauFromChains({inner!r}, {self.tracker!r})"
 
     def start(self, ctx) -> None:
         self.inner.start(ctx)
