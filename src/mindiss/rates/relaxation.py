@@ -365,8 +365,9 @@ class ChainRelaxation:
     def observe(self, stats, ctx) -> None:
         """Record update ``ctx.k`` if the chains moved by dt since the last record."""
         k = int(ctx.k)
-        if self.last_k is not None and ctx.dts is not None:
-            self.elapsed += float(np.sum(ctx.dts[self.last_k:k]))
+        if self.last_k is not None:   # without the run's layout: every update moved the chains by dt
+            self.elapsed += (float(np.sum(ctx.dts[self.last_k:k])) if ctx.dts is not None
+                             else self.dt * (k - self.last_k))
         if self.last_k is not None and self.elapsed <= 0.0:
             self.last_k = k
             return                     # same chain states as the last record (an impulse)
