@@ -44,6 +44,11 @@ def test_tiny_run_tables_and_recomputed_numbers(tiny):
     runs = tiny.table("neural_digits_ais_runs")
     assert len(runs) == TINY["ais_runs"] * (len(exp.RBM_RECIPES) + len(TINY["mlp_intermediate"]))
     assert all(math.isnan(r["log_z_exact"]) for r in runs if r["model"] == "mlp")     # no exact value for a network
+    best = tiny.data["best_rbm"]
+    by_model = {(r["model"], r["recipe"]): r for r in rows}
+    assert tiny.numbers["mlp_minus_rbm_nll"] == pytest.approx(
+        by_model[("mlp", "adam-cosine")]["heldout_nll_ais"] - by_model[("rbm", best)]["heldout_nll_exact"], abs=1e-9)
+    assert best == min(exp.RBM_RECIPES, key=lambda n: by_model[("rbm", n)]["heldout_nll_exact"])
     q = tiny.table("neural_digits_quality")
     assert q[0]["samples"] == "test digits" and q[0]["ratio_to_test"] == 1.0
 
