@@ -86,3 +86,11 @@ def test_quick_mode_checks_pass():
     mlp = res.table("neural_digits_nll", key="model")["mlp"]
     assert math.isfinite(mlp["heldout_nll_ais"]) and mlp["heldout_nll_ais_se"] > 0
     assert torch.isfinite(res.data["mlp"]["samples"]).all()
+
+
+def test_pooled_ais_error_is_the_larger_of_delta_method_and_run_spread(tiny):
+    for r in tiny.data["rbms"].values():
+        p = r["pooled"]
+        spread = np.std([run.log_partition for run in r["runs"]], ddof=1) / math.sqrt(len(r["runs"]))
+        assert p["spread_se"] == pytest.approx(spread, rel=1e-12)
+        assert p["log_partition_se"] == max(p["delta_method_se"], p["spread_se"])
