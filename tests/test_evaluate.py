@@ -235,3 +235,23 @@ def test_ais_bounds_without_reverse_draws_and_bad_input():
         ev.ais_bounds(rbm, theta, gen=gen(2), n_chains=16, n_intermediate=5, dt=0.1, x_reverse=torch.zeros(4, 2))
     with pytest.raises(InputError, match="n_chains"):
         ev.ais_bounds(rbm, theta, gen=gen(2), n_chains=1, n_intermediate=5, dt=0.1)
+
+
+def test_ais_bounds_of_a_64d_network_with_a_closed_form():
+    """f(x) = w . x + c (one Linear layer, the AIS base zeroes it): E = f + k |x|^2 / 2 is the Gaussian
+    N(-w / k, 1 / k), ln Z = (d/2) ln(2 pi / k) + |w|^2 / (2k) - c, derived here by completing the square.
+    Forward and reverse AIS (reverse chains: exact draws of that Gaussian) bracket it; AIS and BAR agree."""
+    d, k = 64, 1.0
+    lin = torch.nn.Linear(d, 1, dtype=F64)
+    with torch.no_grad():
+        lin.weight.copy_(0.25 * torch.randn(1, d, generator=gen(3), dtype=F64))
+        lin.bias.fill_(0.3)
+    e = NeuralEnergy(lin, d, confinement=k, dtype=F64)
+    theta = e.theta0()
+    w = lin.weight.detach().reshape(-1)
+    exact = 0.5 * d * math.log(2 * math.pi / k) + float(w @ w) / (2 * k) - 0.3
+    x = -w / k + torch.randn(256, d, generator=gen(4), dtype=F64) / math.sqrt(k)
+    b = ev.ais_bounds(e, theta, gen=gen(5), n_chains=256, n_intermediate=30, dt=0.2, x_reverse=x)
+    assert b.lower + 4 * b.lower_se < exact < b.upper - 4 * b.upper_se, (b.lower, exact, b.upper)
+    assert abs(b.log_partition - exact) <= 4 * b.log_partition_se, (b.log_partition, exact)
+    assert abs(b.log_partition_bar - exact) <= 4 * b.log_partition_bar_se, (b.log_partition_bar, exact)
