@@ -69,7 +69,7 @@ RBM_SIGMA, RBM_STEP, RBM_WEIGHT_STD, RBM_INIT_SEED = 1.0, 0.1, 0.1, 11
 #: per-update learning rates of the RBM's two recipes
 RBM_RECIPES = {"adam-cosine": 3e-3, "sgd-constant": 1e-2}
 SETTINGS = {
-    True: dict(rbm_hidden=16, mlp_updates=700, rbm_updates=400, n_chains=512, extra_moves=100, ais_runs=2,
+    True: dict(rbm_hidden=16, mlp_updates=1000, rbm_updates=400, n_chains=512, extra_moves=100, ais_runs=2,
                ais_chains=128, mlp_intermediate=(100, 300), rbm_intermediate=300, n_quality=360),
     False: dict(rbm_hidden=16, mlp_updates=2000, rbm_updates=2000, n_chains=512, extra_moves=300, ais_runs=4,
                 ais_chains=128, mlp_intermediate=(400, 1200), rbm_intermediate=1000, n_quality=360),
