@@ -9,9 +9,14 @@ work -> chain move at the new theta -> history record. Two problems:
 
 (a) tilted double well E = a (x^2 - 1)^2 + b x (P = 2), N = 100,000 chains, MALA (or Euler) moves:
     scalar learning rate, Fisher full / diag / low-rank (rank 256);
-(b) MLP energy 2-64-64-1 (``NeuralEnergy.mlp``, SiLU, P = 4,417), 4,096 chains, 4,096 data samples:
-    scalar, Fisher diag, low-rank (rank 256), and full (a P x P covariance from 4,096 x 4,417
-    per-chain gradients plus a 4,417 x 4,417 solve per update).
+(b) MLP energy 2-64-64-1 (``NeuralEnergy.mlp``, SiLU, P = 4,417), 4,096 chains, 4,096 data samples,
+    float32 chains: scalar, Fisher diag (per-chain gradients), diag-layers (the same column variances
+    from the layer statistics, ``kfac.diagonal_fisher``), low-rank (rank 256), K-FAC (``KFACFisher``,
+    factors every update and every 10th), BackPACK's ``Variance`` as a diagonal Fisher (only when
+    ``backpack-for-pytorch`` is installed; not a dependency), and full (a P x P covariance from
+    4,096 x 4,417 per-chain gradients plus a 4,417 x 4,417 solve per update; ``--skip-full-mlp``).
+    ``--problems mlp`` runs (b) only. With (b) also the relaxation time of alpha(t): the pilot run
+    against the training-chain estimator (``time_tau``). Results of 2026-12-02: benchmarks/README.md.
 
 Two measurements per preconditioner:
 
@@ -73,7 +78,9 @@ import torch
 import mindiss as md
 from mindiss.backends.chains import ParticleChains
 from mindiss.data.base import as_dataset
-from mindiss.rates.preconditioners import Fisher, PreconditionContext
+from mindiss.rates.kfac import KFACFisher
+from mindiss.rates.preconditioners import Fisher, PreconditionContext, Preconditioner
+from mindiss.rates.relaxation import ChainRelaxation, diagonal_relaxation
 from mindiss.backends.samplers import make_sampler
 
 #: learning-rate scale per unit time; small so that no preconditioner drives theta out of range
@@ -96,12 +103,63 @@ def _ms(seconds: float) -> float:
     return 1e3 * seconds
 
 
+class BackpackDiag(Preconditioner):
+    """The centred diagonal Fisher from BackPACK (``backpack-for-pytorch``, optional: only this
+    benchmark uses it): its first-order ``Variance`` extension on loss = sum_i f(x_i) over the chains
+    is the per-parameter variance of the per-chain gradients d_theta E (1/N normalisation), i.e.
+    diag Cov_p[d_theta E], without an N x P array. P = (diag I + lambda)^-1, lambda = 1e-3 x mean
+    diagonal (as ``Fisher("diag")``); checked against the library's per-chain route in ``main``."""
+
+    name = "backpack-diag"
+    needs = "none"
+
+    def start(self, ctx) -> None:
+        from backpack import extend
+
+        self.energy = ctx.energy
+        self.net = extend(ctx.energy.module_at(ctx.theta).to(torch.float32))
+        self.var = None
+
+    def observe(self, stats, ctx) -> None:
+        import warnings
+
+        from backpack import backpack
+        from backpack.extensions import Variance
+
+        torch.nn.utils.vector_to_parameters(ctx.theta.to(torch.float32), self.net.parameters())
+        self.net.zero_grad()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")    # "no inputs require gradients": the chains are data here
+            with backpack(Variance()):
+                self.net(ctx.state.x.to(torch.float32)).sum().backward()
+        self.var = torch.cat([p.variance.reshape(-1) for p in self.net.parameters()]).to(torch.float64)
+
+    def apply(self, g):
+        return g / (self.var + 1e-3 * float(self.var.mean()))
+
+
 def _preconditioner(kind: str | None):
     if kind is None:
         return None
     if kind == "lowrank":
         return Fisher("lowrank", rank=256)
+    if kind == "kfac":
+        return KFACFisher()
+    if kind == "kfac-r10":
+        return KFACFisher(refresh=10)
+    if kind == "backpack-diag":
+        return BackpackDiag()
+    if kind == "diag-layers":
+        return Fisher("diag", route="layers")
     return Fisher(kind)
+
+
+def _backpack_available() -> bool:
+    try:
+        import backpack  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 # ------------------------------------------------------------------------------ problems
@@ -131,7 +189,7 @@ def mlp_problem(n_chains: int, seed: int = 0) -> dict:
 # ------------------------------------------------------------------------------ timings
 
 def _heavy(problem: dict, kind) -> bool:
-    return problem["name"] == "mlp" and kind in ("full", "diag")
+    return problem["name"] == "mlp" and kind in ("full", "diag")   # (n, P) per-chain gradients every update
 
 
 def time_train(problem: dict, kind: str | None, *, sampler: str, n_steps: int, seed: int) -> list:
@@ -189,7 +247,8 @@ def time_pieces(problem: dict, kind: str | None, *, sampler: str, n_updates: int
         t4 = time.perf_counter()
         state.move(energy, theta, dt, 1.0, sampler_obj, gen)
         t5 = time.perf_counter()
-        if pre is not None and kind in ("diag", "lowrank"):
+        # low-rank below P: the library itself keeps a factor and solves by Woodbury (nothing cheaper to compare)
+        if pre is not None and (kind == "diag" or (kind == "lowrank" and not pre.compressed)):
             refs["diag_colvar" if kind == "diag" else "woodbury"].append(_reference(kind, stats, pre, g))
         if k == 0:          # warm-up
             continue
@@ -199,7 +258,7 @@ def time_pieces(problem: dict, kind: str | None, *, sampler: str, n_updates: int
     out = {f"{name}_ms": _ms(statistics.median(v)) for name, v in times.items()}
     out["pieces_ms"] = sum(out[f"{name}_ms"] for name in times)
     if kind == "lowrank":
-        out["cg_iterations"] = pre.report()["cg_iterations_mean"]
+        out["cg_iterations"] = pre.report().get("cg_iterations_mean", 0.0)
     for name, v in refs.items():
         if len(v) > 1:
             out[f"ref_{name}_ms"] = _ms(statistics.median(v[1:]))
@@ -263,22 +322,96 @@ def run_problem(problem: dict, kinds, *, sampler: str, n_steps: int, repeats: in
     return list(rows.values())
 
 
+def time_tau(problem: dict, *, sampler: str, n_updates: int, repeats: int, pilot_rows: int = 64,
+             pilot_steps: int = 100, tau_refresh: int = 5) -> dict:
+    """The relaxation time of alpha(t): a pilot run on a clone (``diagonal_relaxation``, ``pilot_rows``
+    chains x ``pilot_steps`` moves at theta_0, the neural_recipes setting; the fastest of ``repeats``)
+    against the training-chain estimator (``ChainRelaxation`` defaults: 64 chains, 64 lags, 1,024
+    parameters) over ``n_updates`` updates of moving chains: its ``observe`` per update (a) slicing
+    the per-chain gradients the update already has (natural-diag) or (b) computing them for its own
+    64 chains (natural-kfac, natural-lowrank), (c) friction-diag's setting (every parameter, 32 chains,
+    32 lags), plus an ``estimate`` every ``tau_refresh`` updates. Only the estimator's own work is timed (the chain moves are not)."""
+    import numpy as np
+
+    from mindiss.rates.preconditioners import GradStats
+
+    energy, dt = problem["energy"], problem["dt"]
+    sampler_obj = make_sampler(sampler)
+    theta = problem["theta0"].clone()
+    pilot = math.inf
+    for r in range(repeats):
+        t0 = time.perf_counter()
+        est = diagonal_relaxation(energy, theta, problem["chains"], sampler_obj, dt=dt, mobility=1.0,
+                                  gen=torch.Generator().manual_seed(r), rows=pilot_rows, n_steps=pilot_steps)
+        pilot = min(pilot, time.perf_counter() - t0)
+    out = {"pilot_s": pilot, "pilot_tau": est["tau_mean"], "pilot_rows": pilot_rows, "pilot_steps": pilot_steps,
+           "n_updates": n_updates, "P": energy.n_params}
+    for how in ("samples", "own", "friction"):
+        state = ParticleChains(problem["chains"].clone(), energy, theta)
+        ctx = PreconditionContext(energy, theta, state, sampler_obj, 1.0, dt, torch.Generator().manual_seed(1),
+                                  np.full(n_updates + 1, dt))
+        # friction-diag's setting: tau_i for every parameter from 32 chains and 32 lags
+        tracker = ChainRelaxation(params=None, rows=32, lags=32) if how == "friction" else ChainRelaxation()
+        tracker.start(ctx)
+        gen, spent = torch.Generator().manual_seed(2), 0.0
+        for k in range(n_updates):
+            ctx.k = k
+            stats = state.grad_theta_stats(energy, theta, "none" if how == "own" else "samples")
+            t0 = time.perf_counter()
+            tracker.observe(stats, ctx)
+            if k % tau_refresh == 0:
+                tracker.tau()
+            spent += time.perf_counter() - t0
+            state.move(energy, theta, dt, 1.0, sampler_obj, gen)
+        est = tracker.estimate()
+        out[f"chains_{how}_s"] = spent
+        out[f"chains_{how}_tau"] = est["tau"]
+        out[f"chains_{how}_tau_se"] = est["tau_se"]
+    return out
+
+
 def format_table(out: dict) -> str:
     """The rows as a text table (milliseconds per update; ratio to the scalar update)."""
     m = out["machine"]
     lines = [f"one training update per preconditioner; {out['sampler']} moves; torch {m['torch']}, "
              f"{m['threads']} thread(s), {m['cpu_count']} CPUs, load {m['load_average'][0]:.1f}"]
-    head = (f"{'problem':<12}{'preconditioner':<16}{'update ms':>10}{'ratio':>8}{'stats':>9}{'observe':>9}"
+    head = (f"{'problem':<12}{'preconditioner':<22}{'update ms':>10}{'ratio':>8}{'stats':>9}{'observe':>9}"
             f"{'apply':>9}{'work':>7}{'move':>7}{'pre extra':>10}{'ref':>8}")
     lines += [head, "-" * len(head)]
     for r in out["rows"]:
         ref = r.get("ref_diag_colvar_ms", r.get("ref_woodbury_ms"))
-        lines.append(f"{r['problem']:<12}{r['preconditioner']:<16}{r['update_ms']:>10.1f}{r['ratio']:>8.2f}"
+        lines.append(f"{r['problem']:<12}{r['preconditioner']:<22}{r['update_ms']:>10.1f}{r['ratio']:>8.2f}"
                      f"{r['stats_ms']:>9.1f}{r['observe_ms']:>9.1f}{r['apply_ms']:>9.1f}{r['work_ms']:>7.1f}"
                      f"{r['move_ms']:>7.1f}{r['precond_extra_ms']:>10.1f}"
                      f"{'' if ref is None else format(ref, '.1f'):>8}")
     lines += [f"  {name}: {label}" for name, label in out["problems"].items()]
+    if "backpack_check" in out:
+        lines.append(f"  backpack-diag: max |Variance - diag Cov (1/N)| / max diag = {out['backpack_check']:.1e}")
+    if "tau" in out:
+        t = out["tau"]
+        lines.append(f"tau of alpha(t), MLP: pilot {t['pilot_s']:.2f} s ({t['pilot_rows']} chains x {t['pilot_steps']} "
+                     f"moves; tau {t['pilot_tau']:.3g}); training chains over {t['n_updates']} updates: "
+                     f"{t['chains_samples_s']:.2f} s with the update's per-chain gradients (tau {t['chains_samples_tau']:.3g}"
+                     f" +- {t['chains_samples_tau_se']:.2g}), {t['chains_own_s']:.2f} s computing its own 64 "
+                     f"(tau {t['chains_own_tau']:.3g} +- {t['chains_own_tau_se']:.2g}); friction-diag's tau_i for all "
+                     f"{t.get('P', '')} parameters (32 chains, 32 lags): {t['chains_friction_s']:.2f} s")
+    m = out["machine"]
+    lines.append(f"  load average at start {m['load_average'][0]:.1f}, at end {m.get('load_average_end', [math.nan])[0]:.1f}")
     return "\n".join(lines)
+
+
+def _check_backpack(problem: dict) -> float:
+    """BackPACK's Variance against the library's per-chain gradients on the first 512 chains (relative)."""
+    energy, theta = problem["energy"], problem["theta0"]
+    x = problem["chains"][:512]
+    pre = BackpackDiag()
+    ctx = PreconditionContext(energy, theta, ParticleChains(x.clone(), energy, theta), None, 1.0, problem["dt"],
+                              torch.Generator().manual_seed(0))
+    pre.start(ctx)
+    pre.observe(None, ctx)
+    g = energy.grad_theta(x, theta)
+    ref = g.var(0, unbiased=False)
+    return float((pre.var - ref).abs().max() / ref.abs().max())
 
 
 def main(argv=None) -> dict:
@@ -289,6 +422,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=3, help="train() runs per preconditioner")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--skip-full-mlp", action="store_true", help="leave out the 4,417 x 4,417 full Fisher")
+    parser.add_argument("--problems", default="double_well,mlp", help="comma-separated: double_well, mlp")
+    parser.add_argument("--tau-updates", type=int, default=300,
+                        help="updates of the training-chain tau estimate timed against the pilot (0: skip)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -296,15 +432,22 @@ def main(argv=None) -> dict:
         n_dw, n_mlp, n_steps, repeats, pieces, budget = 20_000, 512, 4, 1, 3, 2.0
     else:
         n_dw, n_mlp, n_steps, repeats, pieces, budget = 100_000, 4096, 12, max(1, args.repeats), 10, 15.0
-    problems = [(double_well_problem(n_dw), [None, "full", "diag", "lowrank"]),
-                (mlp_problem(n_mlp), [None, "diag", "lowrank"] + ([] if args.skip_full_mlp else ["full"]))]
+    wanted = set(args.problems.split(","))
+    mlp_kinds = [None, "diag", "diag-layers", "lowrank", "kfac", "kfac-r10"] + (["backpack-diag"] if _backpack_available() else [])
+    problems = [(double_well_problem(n_dw), [None, "full", "diag", "lowrank"]) if "double_well" in wanted else None,
+                (mlp_problem(n_mlp), mlp_kinds + ([] if args.skip_full_mlp else ["full"])) if "mlp" in wanted else None]
     out = {"machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
                        "python": platform.python_version(), "load_average": list(os.getloadavg())},
            "sampler": args.sampler, "quick": args.quick, "problems": {}, "rows": []}
-    for problem, kinds in problems:
+    for problem, kinds in filter(None, problems):
         out["problems"][problem["name"]] = problem["label"]
+        if problem["name"] == "mlp" and "backpack-diag" in kinds:
+            out["backpack_check"] = _check_backpack(problem)
         out["rows"] += run_problem(problem, kinds, sampler=args.sampler, n_steps=n_steps, repeats=repeats,
                                    piece_updates=pieces, budget_s=budget)
+        if problem["name"] == "mlp" and args.tau_updates:
+            out["tau"] = time_tau(problem, sampler=args.sampler, n_updates=args.tau_updates, repeats=2)
+    out["machine"]["load_average_end"] = list(os.getloadavg())
     if args.json:
         print(json.dumps(out, indent=None))
         return out

@@ -218,3 +218,23 @@ def test_example_config_builds():
     assert cfg["dynamics"]["n_steps"] == 4000 and cfg["dynamics"]["n_chains"] == 2048
     kw = C.build(cfg)
     assert kw["energy"].n_params == 4417 and kw["sampler"] == "mala"
+
+
+def test_digits_example_is_the_report_sections_mlp():
+    """examples/digits_mlp.toml builds, and it is the model and recipe of the neural_digits section."""
+    from mindiss.app.experiments import neural_digits as exp
+
+    cfg = C.load(ROOT / "examples" / "digits_mlp.toml")
+    e, d, s, dyn = cfg["energy"], cfg["data"], cfg["schedule"], cfg["dynamics"]
+    assert (e["kind"], tuple(e["hidden"]), e["activation"], e["confinement"], e["init_seed"]) == (
+        "mlp", exp.MLP_HIDDEN, "silu", exp.MLP_CONFINEMENT, exp.MLP_INIT_SEED)
+    assert (d["kind"], d["seed"]) == ("digits", exp.DATA_SEED)
+    dt = dyn["duration"] / dyn["n_steps"]
+    assert dt == pytest.approx(exp.MLP_STEP) and s["scale"] * dt == pytest.approx(exp.MLP_LR)
+    assert (s["kind"], s["preconditioner"]) == ("cosine", "adam")
+    assert dyn["n_steps"] == exp.SETTINGS[False]["mlp_updates"] and dyn["n_chains"] == exp.SETTINGS[False]["n_chains"]
+    kw = C.build(cfg)
+    assert kw["energy"].n_params == 24_961 and kw["energy"].dim == 64 and kw["sampler"] == "mala"
+    import torch
+
+    assert torch.equal(torch.as_tensor(kw["theta0"]), exp._mlp_energy().theta0())    # the same initial network

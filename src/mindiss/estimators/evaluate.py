@@ -376,3 +376,84 @@ def grid_nll(energy: Energy, theta, data, *, box, n: int = 257) -> tuple[NLL, Gr
     """The exact NLL of a 1-D / 2-D energy on ``data``: (``nll`` with ln Z by quadrature, the quadrature)."""
     q = grid_log_partition(energy, theta, box=box, n=n)
     return nll(energy, theta, data, q), q
+
+
+# ---------------------------------------------------------------------------- bidirectional AIS
+
+@dataclass(frozen=True)
+class AISBounds:
+    """ln Z_theta from forward AIS (base -> theta) and, with draws at theta, reverse AIS (theta -> base).
+
+    With W_F the forward work and W_R the reverse work (kT), Delta F = F_theta - F_base = -(ln Z -
+    ln Z_base), the second law <W_F> >= Delta F >= -<W_R> gives (Grosse, Ghahramani & Adams 2015,
+    bidirectional Monte Carlo)
+
+        lower = ln Z_base - <W_F>  <=  ln Z  <=  ln Z_base + <W_R> = upper
+
+    in expectation (each with its standard error over chains, std / sqrt(N)). ``log_partition`` is
+    forward AIS's (Jarzynski on W_F, ``free_energy.jarzynski``); ``log_partition_bar`` Bennett's from
+    both directions (``free_energy.bar``). The upper bound holds only if the reverse chains start in
+    equilibrium at theta (exact for an RBM's ``sample_equilibrium``; approximate for chains run
+    with MCMC): NaN without them.
+    """
+
+    log_partition: float
+    log_partition_se: float
+    lower: float
+    lower_se: float
+    upper: float
+    upper_se: float
+    log_partition_bar: float
+    log_partition_bar_se: float
+    log_partition_base: float
+    work_forward: torch.Tensor
+    work_reverse: torch.Tensor | None
+    diagnostics: dict = field(default_factory=dict)
+
+    def estimate(self) -> LogPartitionEstimate:
+        """The forward AIS value as a ``LogPartitionEstimate`` (for ``nll``)."""
+        return LogPartitionEstimate(self.log_partition, self.log_partition_se, "ais", self.log_partition_base,
+                                    dict(self.diagnostics))
+
+
+def _mean_se(w: torch.Tensor) -> tuple[float, float]:
+    return float(w.mean()), float(w.std()) / math.sqrt(w.numel())
+
+
+def ais_bounds(energy: Energy, theta, *, gen, n_chains: int = 256, n_intermediate: int = 500, n_mcmc: int = 1,
+               dt: float = 0.01, mobility: float = 1.0, sampler="mala", x_reverse=None) -> AISBounds:
+    """Forward AIS from ``tractable_base`` to theta and, given ``x_reverse`` ((M, d) draws of p_theta),
+    reverse AIS on the same linear path back to the base: ``AISBounds`` (stochastic lower / upper
+    bounds on ln Z from the second law, AIS and BAR estimates). Same path, sampler and steps both ways."""
+    from ..backends.samplers import make_sampler
+    from .free_energy import bar, jarzynski, switching_work
+
+    require_positive("dt", dt)
+    sampler = make_sampler(sampler)
+    theta = torch.as_tensor(theta, dtype=F64)
+    base, log_z_base, draw = tractable_base(energy, theta)
+    n_chains = require_positive_int("n_chains", n_chains)
+    if n_chains < 2:
+        raise InputError(f"n_chains must be >= 2 (the error comes from the spread of the weights), got {n_chains}")
+    kw = dict(n_intermediate=n_intermediate, n_mcmc=n_mcmc, dt=dt, mobility=mobility, gen=gen, sampler=sampler)
+    wf = switching_work(energy, base, theta, n_chains=n_chains, x0=draw(n_chains, gen), **kw)
+    fwd = jarzynski(wf)
+    lower, lower_se = _mean_se(wf)
+    lower = log_z_base - lower
+    upper = upper_se = lz_bar = lz_bar_se = math.nan
+    wr = None
+    if x_reverse is not None:
+        x = torch.as_tensor(x_reverse).detach().to(F64)
+        if x.ndim != 2 or x.shape[1] != energy.dim or x.shape[0] < 2 or not bool(torch.isfinite(x).all()):
+            raise InputError(f"x_reverse must be finite draws of shape (M >= 2, {energy.dim}), got {tuple(x.shape)}")
+        wr = switching_work(energy, theta, base, n_chains=x.shape[0], x0=x, **kw)
+        m, upper_se = _mean_se(wr)
+        upper = log_z_base + m
+        b = bar(wf, wr)
+        lz_bar, lz_bar_se = log_z_base - b.delta_free_energy, b.standard_error
+    d = fwd.diagnostics
+    diag = {"ess": d["ess"], "ess_fraction": d["ess_fraction"], "bias": d["bias"], "n_chains": n_chains,
+            "n_reverse": 0 if wr is None else int(wr.numel()), "n_intermediate": n_intermediate, "n_mcmc": n_mcmc,
+            "dt": dt, "acceptance_rate": getattr(sampler, "acceptance_rate", math.nan)}
+    return AISBounds(log_z_base - fwd.delta_free_energy, fwd.standard_error, lower, lower_se, upper, upper_se,
+                     lz_bar, lz_bar_se, log_z_base, wf, wr, diag)

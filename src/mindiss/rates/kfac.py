@@ -41,6 +41,20 @@ layer of a scalar-output network: g = 1) this is the exact centred block; so it 
 (both sides 0). Moving averages of G, A, gbar and abar_mean keep it positive semi-definite
 (E_t[G_t] >= E_t[gbar_t gbar_t^T] >= E_t[gbar_t] E_t[gbar_t]^T).
 
+**Maintained libraries** (checked 2026-12-02; benchmarks/README.md). They are built for a loss that
+is a sum of per-sample losses with a likelihood, and return uncentred second moments. Taking
+E(x_i) of the chains as the per-sample "loss": BackPACK 1.7.1's first-order extensions work on
+loss = sum_i f(x_i) with any activation (``BatchGrad`` = the per-chain gradients, exact to 1e-16;
+``Variance`` = the centred diagonal diag Cov_p[d_theta E] with 1/N, exact to 6e-17 in float64);
+its second-order ``KFLR`` with ``MSELoss(reduction="sum")`` against any fixed target (the loss's
+Hessian is the constant 2) gives exactly our uncentred factors (G = KFLR / 2N, A equal; weight and
+bias as separate blocks) but not the means, so not the centred estimate, and it refuses SiLU
+("no extension for SiLU"; tanh works). curvlinops 3.0.1 (its source read, not run: it needs
+BackPACK and five more packages): ``EFLinearOperator`` is the uncentred gradient covariance and
+``KFACLinearOperator``'s factors are uncentred covariances (its docstrings), for MSELoss,
+CrossEntropyLoss or BCEWithLogitsLoss; the same MSE trick gives the uncentred K-FAC, the centring is
+left to the user. nngeometry 0.4 was not tried.
+
 Blocks of different layers are treated as independent (block-diagonal estimate), as in K-FAC.
 Cost per refresh: one forward and backward over the chains (no per-chain gradients, no N x P
 array) plus O(in^3 + out^3) per layer; per ``apply``: two small matrix products per layer.
@@ -110,12 +124,11 @@ def _scatter(layer: dict, M: torch.Tensor, out: torch.Tensor) -> None:
         out[layer["b"]:layer["b"] + o] = M[:, i]
 
 
-def kfac_factors(energy, x: torch.Tensor, theta: torch.Tensor, layers: list[dict] | None = None) -> list[dict]:
-    """Per Linear layer of a NeuralEnergy, over the rows x (n, d) at theta (float64 results):
-    A = (1/n) sum_i abar_i abar_i^T ((in+1)^2), G = (1/n) sum_i g_i g_i^T (out^2),
-    m = (1/n) sum_i g_i abar_i^T (out, in+1): the layer's mean gradient E[d_theta E], and the means
-    gbar = (1/n) sum_i g_i, abar = (1/n) sum_i abar_i.
-    One forward (hooks record each layer's input and output) and one backward of sum_i f(x_i)."""
+def layer_inputs_and_grads(energy, x: torch.Tensor, theta: torch.Tensor, layers: list[dict] | None = None):
+    """Per Linear layer of a NeuralEnergy, over the rows x (n, d) at theta: (abar, g), abar = (a, 1)
+    the layer's inputs with the bias column (n, in + 1) and g = d E / d s its output gradients (n, out),
+    float64. One forward (hooks record each layer's input and output) and one backward of sum_i f(x_i)
+    (E acts row by row, so row i of the gradient is chain i's own)."""
     net = _neural(energy)
     layers = linear_layers(energy) if layers is None else layers
     cdt = net.dtype or x.dtype
@@ -137,10 +150,36 @@ def kfac_factors(energy, x: torch.Tensor, theta: torch.Tensor, layers: list[dict
     for L, g in zip(layers, gs):
         a = seen[L["name"]][0].detach().to(F64).reshape(n, -1)
         abar = a if L["b"] is None else torch.cat([a, torch.ones(n, 1, dtype=F64, device=a.device)], 1)
-        g = g.detach().to(F64).reshape(n, -1)
-        res.append({"A": abar.T @ abar / n, "G": g.T @ g / n, "m": g.T @ abar / n,
-                    "gbar": g.mean(0), "abar": abar.mean(0)})
+        res.append((abar, g.detach().to(F64).reshape(n, -1)))
     return res
+
+
+def kfac_factors(energy, x: torch.Tensor, theta: torch.Tensor, layers: list[dict] | None = None) -> list[dict]:
+    """Per Linear layer of a NeuralEnergy, over the rows x (n, d) at theta (float64 results):
+    A = (1/n) sum_i abar_i abar_i^T ((in+1)^2), G = (1/n) sum_i g_i g_i^T (out^2),
+    m = (1/n) sum_i g_i abar_i^T (out, in+1): the layer's mean gradient E[d_theta E], and the means
+    gbar = (1/n) sum_i g_i, abar = (1/n) sum_i abar_i (``layer_inputs_and_grads``)."""
+    n = x.shape[0]
+    return [{"A": abar.T @ abar / n, "G": g.T @ g / n, "m": g.T @ abar / n, "gbar": g.mean(0), "abar": abar.mean(0)}
+            for abar, g in layer_inputs_and_grads(energy, x, theta, layers)]
+
+
+def diagonal_fisher(energy, x: torch.Tensor, theta: torch.Tensor, layers: list[dict] | None = None) -> torch.Tensor:
+    """The exact diagonal of the sample Fisher Cov[d_theta E] over the rows x (1/(n - 1), as
+    ``preconditioners.fisher_from_samples``), (P,) float64, without per-chain gradients: chain i's
+    gradient in a Linear layer is g_i abar_i^T, so per entry (o, j)
+
+        sum_i (g_io abar_ij)^2 = ((g * g)^T (abar * abar))_oj,   sum_i g_io abar_ij = (g^T abar)_oj,
+
+    two (out x n) (n x in+1) products per layer after one forward and backward: O(n P) time and
+    O(n (in + out)) memory, against O(n P) memory for the (n, P) per-chain gradients."""
+    layers = linear_layers(energy) if layers is None else layers
+    n = x.shape[0]
+    out = torch.empty(_neural(energy).n_params, dtype=F64, device=x.device)
+    for L, (abar, g) in zip(layers, layer_inputs_and_grads(energy, x, theta, layers)):
+        s1, s2 = g.T @ abar, (g * g).T @ (abar * abar)
+        _scatter(L, (s2 - s1 * s1 / n) / max(n - 1, 1), out)
+    return out
 
 
 def per_sample_layer_grads(energy, x, theta, layers=None) -> list[torch.Tensor]:

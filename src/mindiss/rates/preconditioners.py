@@ -177,7 +177,10 @@ class Fisher(Preconditioner):
     persistent chains (Cov_chains[d_theta E]) or taken in closed form (``kind="exact"``).
 
     ``kind``: "full" (P x P solve; small P), "diag" (elementwise), "lowrank" (see below),
-    "exact" (``energy.fisher(theta)``).
+    "exact" (``energy.fisher(theta)``). ``route``: "samples" (per-chain gradients from the update
+    loop) or, for kind "diag" on a network of Linear layers, "layers" (the same column variances from
+    one forward and backward over the chains, ``kfac.diagonal_fisher``: no (N, P) array; equal up to
+    round-off, so opt-in).
     ``damping``: a number or "auto" (``relative_damping`` times the mean diagonal of I; low-rank
     with rank < P: see below; the value used is reported). ``ema``: exponential moving average of
     the estimate across updates (bias-corrected as in Adam).
@@ -204,9 +207,13 @@ class Fisher(Preconditioner):
 
     def __init__(self, kind: str = "full", *, damping="auto", relative_damping: float | None = None,
                  ema: float = 0.0, rank: int = 256, cg_tol: float = 1e-8, cg_max_iter: int = 500,
-                 max_blocks: int = 8, rows: int | None = None):
+                 max_blocks: int = 8, rows: int | None = None, route: str = "samples"):
         if kind not in ("full", "diag", "lowrank", "exact"):
             raise InputError(f"Fisher kind must be 'full', 'diag', 'lowrank' or 'exact', got {kind!r}")
+        if route not in ("samples", "layers") or (route == "layers" and kind != "diag"):
+            raise InputError(f"Fisher route must be 'samples', or 'layers' with kind 'diag', got {route!r} "
+                             f"with kind {kind!r}")
+        self.route = route
         if damping != "auto":
             if not (isinstance(damping, (int, float)) and math.isfinite(damping) and damping >= 0):
                 raise InputError(f"damping must be 'auto' or a number >= 0, got {damping!r}")
@@ -219,6 +226,8 @@ class Fisher(Preconditioner):
         self.cg_tol, self.cg_max_iter, self.max_blocks = cg_tol, cg_max_iter, max_blocks
         self.name = f"fisher-{kind}"
         self.needs = {"full": "samples", "diag": "samples", "lowrank": "subsample", "exact": "none"}[kind]
+        if route == "layers":    # the network's layer statistics, read from the chains by ``kfac.diagonal_fisher``
+            self.needs = "none"
         self.rows = self.rank if rows is None else require_positive_int("rows", rows)
         # full: (P, P); diag: (P,); lowrank, rank >= P: list of (weight, block);
         # lowrank, rank < P: factor F (P, q) with I_lowrank = F F^T / corr (corr: the EMA's bias correction)
@@ -265,7 +274,11 @@ class Fisher(Preconditioner):
             self.damping = _damping_value(self.damping_spec, scale, self.relative_damping)
             return
         if self.kind == "diag":   # column variances only: O(N P), never the P x P covariance
-            if stats.cov is not None:
+            if self.route == "layers":
+                from .kfac import diagonal_fisher   # kfac imports this module
+
+                new = diagonal_fisher(self.energy, ctx.state.x, ctx.theta)
+            elif stats.cov is not None:
                 new = torch.diagonal(stats.cov).clone()
             else:
                 c = stats.samples - stats.samples.mean(0)
@@ -471,7 +484,8 @@ class Adam(Preconditioner):
 
 def make_preconditioner(spec) -> Preconditioner | None:
     """None, a Preconditioner, or a name: "fisher" / "fisher-full", "fisher-diag", "fisher-lowrank",
-    "fisher-exact", "fisher-kfac" (``kfac.KFACFisher``), "friction" / "friction-pilot", "friction-exact"."""
+    "fisher-exact", "fisher-diag-layers" (``Fisher("diag", route="layers")``), "fisher-kfac"
+    (``kfac.KFACFisher``), "friction" / "friction-pilot", "friction-exact"."""
     if spec is None or isinstance(spec, Preconditioner):
         return spec
     if isinstance(spec, str):
@@ -484,6 +498,8 @@ def make_preconditioner(spec) -> Preconditioner | None:
             return Friction("exact")
         if name == "adam":
             return Adam()
+        if name == "fisher-diag-layers":
+            return Fisher("diag", route="layers")
         if name == "fisher-kfac":
             from .kfac import KFACFisher   # kfac imports this module's base class
 

@@ -33,9 +33,12 @@ record, uses ``tau0`` (default: one chain step dt). The pilot stays available: p
 from ``estimate_tau``) or ``relaxation`` (a ``diagonal_relaxation`` result).
 
 For networks with P ~ 10^3 parameters ``Fisher("full")`` forms a P x P matrix per update: use
-these diagonal / low-rank recipes. ``Friction`` and ``tau="auto"`` switch to their diagonal
+these diagonal / low-rank / K-FAC recipes. The per-chain gradients of natural-diag cost an (N, P)
+array per update (19.5x an SGD update at P = 4,417, N = 4,096; benchmarks/README.md):
+``fisher_route="layers"`` gives the same diagonal from one forward and backward (1.7x), natural-kfac
+costs 2.2x (1.4x with ``kfac_refresh=10``). ``Friction`` and ``tau="auto"`` switch to their diagonal
 estimates above ``max_dense_params`` parameters, but their pilot still holds the whole d_theta E
-series (pilot steps x pilot chains x P): pass ``tau`` from ``estimate_tau`` or lower ``pilot_chains``.
+series (pilot steps x pilot chains x P).
 """
 from __future__ import annotations
 
@@ -52,8 +55,10 @@ from ..errors import InputError, require_positive, require_positive_int
 from .preconditioners import Adam, Fisher, Preconditioner
 from .relaxation import ChainRelaxation, diagonal_relaxation, estimate_tau  # re-exported for the recipes
 
-RECIPES = ("sgd-constant", "sgd-cosine", "sgd-linear", "adam", "natural-diag", "natural-lowrank", "natural-kfac",
-           "friction-diag")
+#: the recipes that ``mindiss reproduce``'s neural_recipes section compares (it keeps a scale grid per name)
+RECIPES = ("sgd-constant", "sgd-cosine", "sgd-linear", "adam", "natural-diag", "natural-lowrank", "friction-diag")
+#: every recipe ``recipe`` builds: RECIPES plus natural-kfac (added to the comparison with its scale grid)
+ALL_RECIPES = RECIPES[:6] + ("natural-kfac",) + RECIPES[6:]
 #: recipes whose schedule is alpha(t) and that need a relaxation time tau
 NEEDS_TAU = ("natural-diag", "natural-lowrank", "natural-kfac", "friction-diag")
 
@@ -173,10 +178,11 @@ class TauFromChains(Preconditioner):
         self.tracker = tracker if tracker is not None else ChainRelaxation()
         self.name, self.needs, self.rows = inner.name, inner.needs, inner.rows
 
-    def __repr__(self):   # settings only: part of a run's fingerprint (checkpoints)
-        from mindiss.core.train import _pre_key
-
-        return f"TauFromChains({_pre_key(self.inner)!r}, {self.tracker!r})"
+    def __repr__(self):   # settings only: part of a run's fingerprint (checkpoints); taken before start()
+        inner = self.inner
+        if type(inner).__repr__ is object.__repr__:   # no repr of its own: its plain attributes
+            inner = (type(inner).__name__, sorted((k, repr(v)) for k, v in vars(inner).items()))
+        return f"TauFromChains({inner!r}, {self.tracker!r})"
 
     def start(self, ctx) -> None:
         self.inner.start(ctx)
@@ -208,7 +214,8 @@ class TauFromChains(Preconditioner):
 def recipe(name: str, *, scale: float, duration: float, tau=None, fisher_ema: float = 0.9,
            relative_damping: float | None = None, rank: int = 128, friction_refresh: int = 0,
            relaxation: dict | None = None, tau_refresh: int = 5, tau0: float | None = None,
-           kfac_refresh: int = 1, chain_relaxation: ChainRelaxation | None = None) -> Recipe:
+           kfac_refresh: int = 1, chain_relaxation: ChainRelaxation | None = None,
+           fisher_route: str = "samples") -> Recipe:
     """The named recipe (see the module table) over training time ``duration`` = n_steps x dt.
 
     ``scale``: SGD / Adam: the rate per unit time at t = 0 (per-update lr = scale x dt); natural /
@@ -220,12 +227,15 @@ def recipe(name: str, *, scale: float, duration: float, tau=None, fisher_ema: fl
     relative_damping x mean diagonal; default 1e-3 for the diagonal and K-FAC recipes and 1 for the
     low-rank one, whose inverse multiplies every direction outside the span of its <= 2 x rank sampled
     gradients by 1 / lambda: a small lambda there turns the data term's unsampled components into
-    huge steps); ``kfac_refresh``: updates between K-FAC factor estimates; ``friction_refresh``:
+    huge steps); ``fisher_route``: natural-diag's route to the diagonal Fisher ("samples": per-chain
+    gradients; "layers": a network's layer statistics, the same numbers up to round-off at about the
+    cost of one backward, ``kfac.diagonal_fisher``); ``kfac_refresh``: updates between K-FAC factor
+    estimates; ``friction_refresh``:
     updates between pilots; ``relaxation``: a ``diagonal_relaxation`` result at theta_0 (the pilot:
     friction-diag skips its first pilot; with tau None, tau = its ``tau_mean``).
     """
-    if name not in RECIPES:
-        raise InputError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
+    if name not in ALL_RECIPES:
+        raise InputError(f"unknown recipe {name!r}; choose one of {', '.join(ALL_RECIPES)}")
     scale, T = require_positive("scale", scale), require_positive("duration", duration)
     if name == "sgd-constant":
         return Recipe(S.constant(scale, T), None)
@@ -247,11 +257,13 @@ def recipe(name: str, *, scale: float, duration: float, tau=None, fisher_ema: fl
     tracker = None
     if chains:
         tracker = (copy.deepcopy(chain_relaxation) if chain_relaxation is not None
-                   else ChainRelaxation(params=None if name == "friction-diag" else 1024, tau0=tau0))
+                   else ChainRelaxation(tau0=tau0) if name != "friction-diag"
+                   # tau_i for every parameter: fewer chains and lags keep it O(32 x 32 x P) per update
+                   else ChainRelaxation(params=None, rows=32, lags=32, tau0=tau0))
         if name == "friction-diag" and tracker.params is not None:
             raise InputError("friction-diag needs tau_i for every parameter: ChainRelaxation(params=None)")
     if name == "natural-diag":
-        pre = Fisher("diag", ema=fisher_ema, relative_damping=relative_damping)
+        pre = Fisher("diag", ema=fisher_ema, relative_damping=relative_damping, route=fisher_route)
     elif name == "natural-lowrank":
         pre = Fisher("lowrank", ema=fisher_ema, relative_damping=relative_damping, rank=rank, max_blocks=2)
     elif name == "natural-kfac":

@@ -19,6 +19,7 @@ ORDER = (
     "natural_gradient",
     "exact_optima",
     "neural_recipes",
+    "neural_digits",
 )
 
 
