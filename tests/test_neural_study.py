@@ -130,3 +130,25 @@ def test_calibrated_clock_replaces_the_runs_own():
     agg = ns.aggregate(runs, calibration=cal)
     assert agg["time_axis"] == "calibrated"
     assert agg["datasets"]["moons"]["budget_seconds"] == pytest.approx(0.12)   # the sgd-constant run's time
+
+
+def test_committed_summary_is_the_aggregate_of_the_committed_runs():
+    """benchmarks/results/neural_study: summary.json (what the report and the README quote) is recomputed from
+    the run files and the calibration; the table keeps seed SE and fixed-path SE apart."""
+    out = ROOT / "benchmarks" / "results" / "neural_study"
+    if not (out / "summary.json").exists():
+        pytest.skip("no committed study results")
+    committed = ns.revive(json.loads((out / "summary.json").read_text()))
+    runs = ns.load_runs(out)
+    cal = json.loads((out / "calibration.json").read_text()) if (out / "calibration.json").exists() else None
+    agg = ns.aggregate(runs, None, cal)
+    assert committed["n_runs"] == len(runs)
+    for ds, res in agg["datasets"].items():
+        assert committed["datasets"][ds]["budget_seconds"] == pytest.approx(res["budget_seconds"], rel=1e-12)
+        for mode in ("equal_updates", "equal_wall_time"):
+            for f in ns.FAMILIES:
+                if f not in res[mode]:
+                    continue
+                mine = [(p["scale"], p["gap"], p["excess_work"]) for p in res[mode][f]["points"]]
+                theirs = [(p["scale"], p["gap"], p["excess_work"]) for p in committed["datasets"][ds][mode][f]["points"]]
+                assert np.allclose(np.array(mine, float), np.array(theirs, float), rtol=1e-12, equal_nan=True)
