@@ -7,8 +7,8 @@ runs every (dataset, family, scale, seed) of ``mindiss.app.neural_study`` that h
 then aggregates what is there into ``OUT/summary.json``, ``OUT/fronts.png``, ``OUT/densities.png`` and
 ``OUT/table.csv``. ``--aggregate-only`` skips training. ``--calibrate`` measures every family's seconds
 per update in one process (interleaved rounds; ``OUT/calibration.json``): the equal-wall-time fronts then
-read each run's curves on that calibrated clock, since the runs' own clocks drift with a shared machine's load. ``--quick`` uses the reduced settings
-(``neural_study.QUICK``; use another ``--out``). Bad arguments: a message naming the problem, exit 2.
+read each run's curves on that calibrated clock, since the runs' own clocks drift with a shared machine's
+load. ``--quick`` uses the reduced settings (``neural_study.QUICK``; use another ``--out``). Bad arguments: a message naming the problem, exit 2.
 """
 from __future__ import annotations
 

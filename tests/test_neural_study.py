@@ -150,5 +150,6 @@ def test_committed_summary_is_the_aggregate_of_the_committed_runs():
                 if f not in res[mode]:
                     continue
                 mine = [(p["scale"], p["gap"], p["excess_work"]) for p in res[mode][f]["points"]]
-                theirs = [(p["scale"], p["gap"], p["excess_work"]) for p in committed["datasets"][ds][mode][f]["points"]]
+                theirs = [(p["scale"], p["gap"], p["excess_work"])
+                          for p in committed["datasets"][ds][mode][f]["points"]]
                 assert np.allclose(np.array(mine, float), np.array(theirs, float), rtol=1e-12, equal_nan=True)

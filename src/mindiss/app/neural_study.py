@@ -427,7 +427,8 @@ def calibrate(datasets_, families, cfg: Settings, *, rounds: int = 3, updates: i
                 spu[f] = min(spu[f], (r["wall_seconds"] - r["pilot_seconds"]) / r["n_updates_total"])
         out["seconds_per_update"][ds] = {f: (v if math.isfinite(v) else None) for f, v in spu.items()}
         out["pilot_seconds"][ds] = pilot
-        log(f"calibration {ds}: " + ", ".join(f"{f} {1e3 * v:.2f} ms" for f, v in spu.items()) + f", pilot {pilot:.2f} s")
+        log(f"calibration {ds}: " + ", ".join(f"{f} {1e3 * v:.2f} ms" for f, v in spu.items())
+            + f", pilot {pilot:.2f} s")
     return out
 
 
@@ -719,8 +720,9 @@ def claims(agg: dict) -> list[str]:
                     continue
                 miss = [f for f, p in by.items() if p is None]
                 parts = [f"{f} (scale {p['scale']:g}, {p['n_seeds']} seeds): W_ex {p['excess_work']:.3g} +- "
-                         f"{_fmt(p['excess_work_seed_se'])} (seeds)" + (f" [+- {p['excess_work_fixed_path_se']:.2g} fixed path]"
-                                       if math.isfinite(p["excess_work_fixed_path_se"]) else "")
+                         f"{_fmt(p['excess_work_seed_se'])} (seeds)"
+                         + (f" [+- {p['excess_work_fixed_path_se']:.2g} fixed path]"
+                            if math.isfinite(p["excess_work_fixed_path_se"]) else "")
                          + f" at gap {p['gap']:.3f} +- {_fmt(p['gap_seed_se'])}" for f, p in ok[:3]]
                 head = (f"{ds}, {mode.replace('_', ' ')}"
                         + (f" ({res['budget_seconds']:.1f} s)" if mode == "equal_wall_time" else "")
