@@ -130,3 +130,25 @@ def test_batch_size_needs_samples():
     with pytest.raises(InputError, match="batch_size needs data samples"):
         md.train(md.HarmonicTrap(1.0), md.data.Gaussian(1.0, 1.0), schedule=constant(1.0, 1.0).discretise(5),
                  theta0=[0.0], backend="moments", batch_size=10)
+
+
+def test_keep_thetas_auto_drops_a_large_path_and_protocol_says_why(monkeypatch):
+    """keep_thetas=None keeps theta after every update only while (n_updates + 1) x P is under the limit;
+    the recorded history rows and the final theta are the same either way; protocol() names the option."""
+    from mindiss.core import contract
+
+    energy, data = _double_well(400)
+    kw = dict(schedule=constant(1.0, 0.2).discretise(10), theta0=[1.0, 0.0], n_chains=200, n_replicas=1,
+              sampler="euler", seed=5)
+    kept = md.train(energy, data, **kw)
+    assert kept.thetas.shape == (13, 2)   # 10 interior updates and the two impulse slots
+    monkeypatch.setattr(contract, "KEEP_THETAS_LIMIT", 25)   # 13 x 2 = 26 floats: over the limit
+    dropped = md.train(energy, data, **kw)
+    assert dropped.thetas is None
+    np.testing.assert_array_equal(dropped.history.values, kept.history.values)
+    assert dropped.theta_final == kept.theta_final
+    with pytest.raises(InputError, match="keep_thetas=True"):
+        dropped.protocol()
+    forced = md.train(energy, data, keep_thetas=True, **kw)
+    np.testing.assert_array_equal(forced.thetas, kept.thetas)
+    assert md.train(energy, data, keep_thetas=False, **{**kw}).thetas is None

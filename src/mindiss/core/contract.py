@@ -33,6 +33,7 @@ from ..data.base import Dataset, as_dataset
 from ..errors import InputError, require_positive, require_positive_int
 from .ledger import FREE_ENERGY_METHODS as LEDGER_METHODS
 from ..rates.preconditioners import make_preconditioner
+from .options import KEEP_THETAS_LIMIT
 from .results import ThetaProtocol
 from ..backends.samplers import make_sampler
 from ..rates.schedules import DiscreteSchedule, Schedule
@@ -80,6 +81,7 @@ class Plan:
     temperature_kelvin: float
     record_every: int
     history_file: str | None
+    keep_thetas: bool            # theta after every update kept (replica 0; in memory and checkpoints)
     observers: tuple
     progress: bool
     checkpoint: Any
@@ -271,6 +273,10 @@ def check_contract(energy, data, schedule, theta0, dynamics: Dynamics, ensemble:
     lrs, dts, path = _steps(schedule, n_steps, dyn.duration)
     if path is not None and path.shape != (len(dts) + 1, energy.n_params):
         raise InputError(f"protocol thetas must have shape ({len(dts) + 1}, {energy.n_params}), got {path.shape}")
+    if out.keep_thetas is None:   # auto: the per-update theta path while it stays small
+        keep_thetas = (len(dts) + 1) * energy.n_params <= KEEP_THETAS_LIMIT
+    else:
+        keep_thetas = bool(out.keep_thetas)
     total_time = schedule.duration if isinstance(schedule, Schedule) else float(np.sum(dts))
     fused = pre is None and caps.fused_g_hat and backend == "particles" and shards == 1 and has_rows
     data_rows = "minibatch" if batch_size else ("all" if fused else None)
@@ -281,7 +287,8 @@ def check_contract(energy, data, schedule, theta0, dynamics: Dynamics, ensemble:
         shards=shards, comm=comm, preconditioner=pre, tau_mode=tau_mode(schedule), schedule=schedule,
         n_steps=n_steps, data_term=est.data_term, batch_size=batch_size, free_energy=est.free_energy,
         temperature_kelvin=temperature_kelvin, record_every=record_every, history_file=history_file,
-        observers=tuple(out.observers), progress=bool(out.progress), checkpoint=ck.checkpoint,
+        keep_thetas=keep_thetas, observers=tuple(out.observers), progress=bool(out.progress),
+        checkpoint=ck.checkpoint,
         checkpoint_every=int(ck.checkpoint_every or 0), resume=bool(ck.resume), stop=ck.stop,
         on_start=ck.on_start, draw_data=draw_data, fused=fused, data_rows=data_rows,
         small=energy.n_params <= SMALL_PARAMS)

@@ -83,13 +83,19 @@ class Checkpointing:
 class Output:
     """What is recorded: a history row every ``record_every`` updates (streamed to ``history_file``,
     a ``.npy``, if given), ``observers(update, theta, chains)`` after every update of replica 0, and a
-    progress bar."""
+    progress bar. ``keep_thetas``: keep theta after *every* update in memory and in checkpoints
+    (``result.thetas``, ``result.protocol()``); None (default) keeps it while it is at most
+    ``KEEP_THETAS_LIMIT`` floats ((n_updates + 1) x P), so a large network's run does not hold GBs."""
 
     record_every: int = 1
     history_file: Any = None
+    keep_thetas: bool | None = None
     observers: Sequence[Callable] = ()
     progress: bool = False
 
+
+#: keep_thetas=None keeps the per-update theta path up to this many floats (32 MB of float64)
+KEEP_THETAS_LIMIT = 4_194_304
 
 GROUPS = {"dynamics": Dynamics, "ensemble": Ensemble, "estimation": Estimation, "checkpointing": Checkpointing,
           "output": Output}

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..errors import InputError
 from ..estimators import bounds as _bounds
 
 
@@ -116,6 +117,9 @@ class TrainResult:
 
     def protocol(self) -> ThetaProtocol:
         """The recorded theta path (replica 0) as a prescribed protocol for ``replay``."""
+        if self.thetas is None:
+            raise InputError("this run did not keep theta after every update (a large network's path, or a "
+                             "history_file run): train with keep_thetas=True to replay it")
         return ThetaProtocol(self.thetas.copy(), self.dts.copy())
 
     def to_dict(self) -> dict:

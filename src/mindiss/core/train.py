@@ -47,7 +47,7 @@ def train(energy: Energy, data, *, schedule, theta0, dynamics: Dynamics | None =
     * ``ensemble``: n_chains, n_replicas, chains (initial states), shards, keep_chains;
     * ``estimation``: preconditioner, data_term, batch_size, free_energy, temperature_kelvin;
     * ``checkpointing``: checkpoint, checkpoint_every, resume, stop, on_start;
-    * ``output``: record_every, history_file, observers, progress.
+    * ``output``: record_every, history_file, keep_thetas, observers, progress.
 
     ``n_replicas`` independent runs give the errors (default 4 on particles, 1 on the exact
     backends). ``checkpoint``: a file written every ``checkpoint_every`` updates, after each replica
@@ -63,7 +63,9 @@ def train(energy: Energy, data, *, schedule, theta0, dynamics: Dynamics | None =
     ``batch_size``: the data term from minibatches drawn with replacement by the replica's data
     generator (saved in checkpoints); the ledger is exact per update and Identity 1 holds on average.
     ``history_file``: stream replica 0's history into this ``.npy`` (memory does not grow with the
-    number of updates).
+    number of updates). ``keep_thetas``: keep theta after every update (``result.thetas``,
+    ``result.protocol()``, and in checkpoints); the default keeps it while (n_updates + 1) x P <= 4,194,304
+    floats (32 MB), so a 25k-parameter network's 2,000-update run does not hold 400 MB.
 
     Every input is validated and every path chosen by ``core.contract.check_contract`` before the
     first update: bad input raises ``InputError`` naming the argument.
@@ -173,7 +175,8 @@ def _start_replica(plan: Plan, replica: int, chain_seed: int, data_seed: int, re
     run = ReplicaState(energy, data_r, state, plan.theta0, gen, plan.n_updates,
                        n_rows=_n_rows(plan.n_updates, plan.record_every) if replica == 0 else 0,
                        history_file=plan.history_file if replica == 0 else None,
-                       keep_thetas=replica == 0 and plan.history_file is None, data_gen=data_gen,
+                       keep_thetas=replica == 0 and plan.history_file is None and plan.keep_thetas,
+                       data_gen=data_gen,
                        batch_size=plan.batch_size, reopen=resumed)
     run.once = comm.count_once(plan.sampler)
     if state.particles and plan.free_energy in ("auto", "ais", "ti") and not np.isfinite(run.fe0):

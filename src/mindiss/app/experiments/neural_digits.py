@@ -150,7 +150,7 @@ def _mlp(dd, cfg):
                 n_steps=n, duration=n * MLP_STEP, n_chains=cfg["n_chains"], n_replicas=1, seed=1,
                 free_energy="exact", record_every=n, keep_chains=True)
     seconds = time.perf_counter() - start
-    theta = torch.as_tensor(res.thetas[-1], dtype=torch.float64)
+    theta = torch.as_tensor(res.replica_theta_final[0], dtype=torch.float64)
     # extra moves at the final theta: the chains catch up with the last updates (the samples shown and
     # the reverse-AIS start, approximately in equilibrium)
     mala, x = MALA(), res.final_chains.clone()
@@ -178,7 +178,7 @@ def _rbm(dd, cfg, name, lr):
                 duration=n * RBM_STEP, n_chains=cfg["n_chains"], n_replicas=1, seed=21, free_energy="exact",
                 record_every=n, keep_chains=True)    # each record enumerates 2^16 states: first and last only
     seconds = time.perf_counter() - start
-    theta = torch.as_tensor(res.thetas[-1], dtype=torch.float64)
+    theta = torch.as_tensor(res.replica_theta_final[0], dtype=torch.float64)
     exact = rbm.log_partition(theta)
     gen = torch.Generator().manual_seed(41)
     draws = rbm.sample_equilibrium(theta, cfg["ais_runs"] * cfg["ais_chains"], gen=gen, dtype=torch.float64)
