@@ -87,13 +87,14 @@ def _graphs(module, names, shapes, sizes):
 class CompiledNeuralEnergy(NeuralEnergy):
     """The same energy as ``base`` (same module, parameters, confinement, dtype), its update passes
     compiled (module docstring). Built by ``CompiledNeuralEnergy.of(base)``; ``backend`` is
-    ``torch.compile``'s ("inductor"; "aot_eager" traces the same graphs without code generation)."""
+    ``torch.compile``'s ("inductor"; "aot_eager" traces the same graphs without code generation; None
+    runs the same torch.func graphs uncompiled: the pass structure without the compiler, for tests)."""
 
     def __init__(self, *args, **kwargs):   # pragma: no cover - use .of(base)
         raise TypeError("use CompiledNeuralEnergy.of(neural_energy)")
 
     @classmethod
-    def of(cls, base: NeuralEnergy, backend: str = "inductor") -> "CompiledNeuralEnergy":
+    def of(cls, base: NeuralEnergy, backend: str | None = "inductor") -> "CompiledNeuralEnergy":
         if not isinstance(base, NeuralEnergy):
             raise InputError(f"CompiledNeuralEnergy wraps a NeuralEnergy, not {type(base).__name__}")
         if isinstance(base, CompiledNeuralEnergy):
@@ -101,8 +102,9 @@ class CompiledNeuralEnergy(NeuralEnergy):
         # the compiled graphs live on the base energy: repeated train() calls reuse them
         cache = base.__dict__.setdefault("_compiled_graphs", {})
         if backend not in cache:
-            cache[backend] = tuple(torch.compile(g, backend=backend, dynamic=False)
-                                   for g in _graphs(base.module, base._names, base._shapes, base._sizes))
+            graphs = _graphs(base.module, base._names, base._shapes, base._sizes)
+            cache[backend] = graphs if backend is None else tuple(torch.compile(g, backend=backend, dynamic=False)
+                                                                  for g in graphs)
         out = cls.__new__(cls)
         out.__dict__.update({k: v for k, v in base.__dict__.items() if k not in ("_cache", "_grad_x_cache")})
         out._cache = []
