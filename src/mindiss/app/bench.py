@@ -518,6 +518,11 @@ def memory_per_chain(jobs, device="cpu", parallel: int = 4) -> list[float]:
     return out
 
 
+def _finite(v):
+    """A value for JSON: a finite float, else None (the ledger-free loop returns NaN: it has no work)."""
+    return float(v) if v is not None and math.isfinite(float(v)) else None
+
+
 def _row(case, label, kw, dt_name, res) -> dict:
     """One row of ``run_all``: per variant its time, throughput and value; the ratios; the targets."""
     t = res["times"]
@@ -527,7 +532,7 @@ def _row(case, label, kw, dt_name, res) -> dict:
     variants = {name: {"s": med[name], "s_min_max": [min(t[name]), max(t[name])],
                        "msteps_per_s": chain_steps / med[name] / 1e6,
                        "us_per_update": med[name] / kw["n_steps"] * 1e6,
-                       "value": res["values"][name], "bytes_per_chain": None} for name in t}
+                       "value": _finite(res["values"][name]), "bytes_per_chain": None} for name in t}
     if "setup" in med:   # fixed-cost rows: the set-up (a one-update run) subtracted
         extra = len(optimal_harmonic(1.0, 1.0, 1.0).discretise(kw["n_steps"]).lr) - len(
             optimal_harmonic(1.0, 1.0, 1.0).discretise(1).lr)
@@ -539,12 +544,12 @@ def _row(case, label, kw, dt_name, res) -> dict:
     if "library" in med:
         row.update(library_s=med["library"], library_s_min_max=variants["library"]["s_min_max"],
                    library_msteps_per_s=variants["library"]["msteps_per_s"],
-                   us_per_update=variants["library"]["us_per_update"], work_library=res["values"]["library"],
+                   us_per_update=variants["library"]["us_per_update"], work_library=_finite(res["values"]["library"]),
                    library_bytes_per_chain=None)
     if "bare" in med:
         row.update(bare_s=med["bare"], bare_s_min_max=variants["bare"]["s_min_max"],
                    bare_msteps_per_s=variants["bare"]["msteps_per_s"], ratio=ratios["library/bare"],
-                   work_bare=res["values"]["bare"], bare_bytes_per_chain=None)
+                   work_bare=_finite(res["values"]["bare"]), bare_bytes_per_chain=None)
     targets = [{"ratio": key, "min": lo, "value": ratios.get(key), "met": key in ratios and ratios[key] >= lo}
                for key, lo in CASE_TARGETS[case]]
     row["targets"] = targets
