@@ -446,7 +446,7 @@ def _configs(quick: bool):
         ("overhead", "fixed cost, N = 1, particles", dict(backend="particles", n_steps=n)),
         ("overhead", "fixed cost, N = 1, particles, fused", dict(backend="particles", n_steps=n, step_mode="fused")),
         ("overhead", "fixed cost, moments (N = inf)", dict(backend="moments", n_steps=n)),
-        ("overhead", "fixed cost, Fokker-Planck grid", dict(backend="fokker_planck", n_steps=n // 4)),
+        ("overhead", "fixed cost, Fokker-Planck grid", dict(backend="fokker_planck", n_steps=n)),
         ("overhead", "fixed cost, N = 2, 2 shards (1 rank)", dict(backend="particles", n_steps=n, n_chains=2,
                                                                    shards=2)),
     ]
@@ -559,11 +559,15 @@ def _row(case, label, kw, dt_name, res) -> dict:
 
 
 def run_all(*, quick: bool = False, device: str = "cpu", repeats: int | None = None,
-            dtypes=("float32", "float64"), memory: bool = True, cases=None) -> dict:
+            dtypes=("float32", "float64"), memory: bool = True, cases=None, threads: int | None = None) -> dict:
     """Every configuration of `mindiss bench` in float32 and float64: per row every variant (VARIANTS)
     timed interleaved in this process, the ratios (RATIOS), the targets (CASE_TARGETS), the load
-    average at the row's end and (float32 rows) the peak memory per chain of each variant."""
+    average at the row's end and (float32 rows) the peak memory per chain of each variant. ``threads``:
+    torch's intra-op threads for the timings (None: torch's default; on a machine shared with other
+    jobs, 1 avoids OpenMP threads waiting on a busy core, which can slow a small kernel 10-70x)."""
     repeats = repeats or (2 if quick else 5)
+    if threads is not None:
+        torch.set_num_threads(threads)
     rows = []
     for case, label, kw in _configs(quick):
         if cases is not None and case not in cases:

@@ -651,6 +651,7 @@ def bench_cmd(
     case: str = typer.Option("all", help="trap, double_well, mlp, overhead or all"),
     memory: bool = typer.Option(True, "--memory/--no-memory", help="measure peak memory per chain"),
     quick: bool = typer.Option(False, "--quick", help="10x fewer updates, 2 repeats"),
+    threads: int = typer.Option(0, min=0, help="torch intra-op threads for the timings (0: torch's default)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """Throughput (M chain-steps/s) of train()'s full update next to a bare torch loop, one process."""
@@ -671,7 +672,7 @@ def bench_cmd(
         _fail(InputError("--repeats must be >= 0"), 2)
     out = bench.run_all(quick=quick, device=device, repeats=repeats or None,
                         dtypes=("float32", "float64") if dtype == "both" else (dtype,), memory=memory,
-                        cases=None if case == "all" else (case,))
+                        cases=None if case == "all" else (case,), threads=threads or None)
     if as_json:
         _print_json(out)
         return
