@@ -111,11 +111,11 @@ class FusedParticleChains(ParticleChains):
             c = [(a - b) / s for a, b in zip(old, new)]
             d = -sum(ci * (a + b) for ci, a, b in zip(c, old, new)) / 2.0
             if len(c) == 1:
-                self._work.add_(self._x64().view(-1), alpha=c[0])
+                self._work.add_(self._x64().reshape(-1), alpha=c[0])
             else:
                 self._work.addmv_(self._x64(), theta_old.new_tensor(c))
             self._offset += d
-            m = self.chain_mean().tolist()
+            m = self.chain_mean_list()
             self._mean_work += sum(ci * mi for ci, mi in zip(c, m)) + d
         else:
             step = theta_new - theta_old
@@ -137,13 +137,13 @@ class FusedParticleChains(ParticleChains):
         """E_rho[E_theta] of the current states at the current theta, from the chain means of T."""
         if self._trap:
             n = self.x.shape[0]
-            xs = self._x64().view(-1)
+            xs = self._x64().reshape(-1)
             if self._sq is None or self._sq.shape != xs.shape:
                 self._sq = torch.empty_like(xs)
             # (an element-wise square and a sum: BLAS dot threads badly on small vectors, ~70x slower here)
             sq = float(torch.mul(xs, xs, out=self._sq).sum())
             th = self._theta.tolist()
-            m = self.chain_mean().tolist()
+            m = self.chain_mean_list()
             return (sq / n - 2.0 * sum(a * b for a, b in zip(th, m)) + sum(a * a for a in th)) / (2.0 * self._s)
         return float(self._theta @ self._phi_means())
 
