@@ -67,7 +67,7 @@ class FusedParticleChains(ParticleChains):
         self._mean_work = 0.0
         self._theta = theta
         self._mean = None
-        self._mean_list = None
+        self._mean_of, self._mean_version, self._mean_list = None, -1, None
         self._phi_mean = None
         self._x64_buf = self._x64_now = self._sq = None
         if self._trap:
