@@ -13,7 +13,11 @@ Rules decided here and nowhere else (each refusal names both sides of a bad pair
   preconditioner, unsharded particles with data rows), plain (data term minus E_rho[d_theta E]), or
   with statistics for a preconditioner; the data term from every sample, a minibatch, or cached /
   moments (``backends.data_mean_grad_theta``);
-* host arithmetic for few parameters (P <= 64: Python floats are cheaper than tensor ops).
+* host arithmetic for few parameters (P <= 64: Python floats are cheaper than tensor ops);
+* ``step_mode`` (opt-in): "fused" needs a HarmonicTrap or ExpFamily on unsharded particles
+  (``backends.fused.fused_problem``), "compiled" a NeuralEnergy on unsharded particles and a torch
+  with ``torch.compile`` (``energies.compiled.compiled_problem``; the plan's energy is then the
+  ``CompiledNeuralEnergy``).
 """
 from __future__ import annotations
 

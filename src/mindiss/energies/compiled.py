@@ -12,7 +12,8 @@ E_rho[d_theta f] (one parameter backward), and the next g_hat adds only the data
 
 Each of the three functions (``_graphs``) is compiled once per energy, dtype and shape (chains and
 data rows of the run; other shapes, e.g. a post-run AIS estimate, run eagerly). The random stream is
-drawn eagerly by the sampler, as in the default path.
+drawn eagerly by the sampler, as in the default path. Built for Euler-Maruyama moves: MALA's energy
+evaluations of the proposal also pay the chain-term backward (correct, not faster).
 
 What it guarantees (tests/test_compiled.py): the same update, the same random numbers, values equal
 to the eager path's to float tolerance (compiled kernels round differently: ~1e-6 relative in float32,
