@@ -12,7 +12,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASE_KEYS = {"case", "n_chains", "n_steps", "dim", "dtype", "variants", "ratios", "targets", "target",
              "meets_target", "load_average"}
 #: the variants each case must time (torchebm where installed, compiled where torch.compile is: optional)
-CASE_VARIANTS = {"trap": {"bare_free", "bare", "library", "fused"}, "double_well": {"bare_free", "bare", "library", "fused"},
+CASE_VARIANTS = {"trap": {"bare_free", "bare", "library", "fused"},
+                 "double_well": {"bare_free", "bare", "library", "fused"},
                  "mlp": {"bare_free", "bare", "library"}, "overhead": {"library", "setup"}}
 VARIANT_KEYS = {"s", "s_min_max", "msteps_per_s", "us_per_update", "value", "bytes_per_chain"}
 

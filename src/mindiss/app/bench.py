@@ -413,7 +413,8 @@ def bare_mlp(lrs, dts, x, data, theta0, shapes, *, confinement, mobility, seed, 
 
 
 def make_overhead(backend, n_steps, dtype, device="cpu", seed=0, n_chains=1, shards=None, step_mode="default"):
-    """{"library": callable} for the fixed cost of an update: a 1-D harmonic trap, exact moves, N = ``n_chains`` (1; 2 with 2 shards), one replica, history every update."""
+    """{"library", "setup": callables} for the fixed cost of an update: a 1-D harmonic trap, exact
+    moves, N = ``n_chains`` (1; 2 with 2 shards), one replica, history every update."""
     energy = HarmonicTrap(1.0, 1)
     disc = optimal_harmonic(1.0, 1.0, 1.0).discretise(n_steps)
     data = GaussianData(5.0, 1.0)

@@ -43,7 +43,8 @@ def train(energy: Energy, data, *, schedule, theta0, dynamics: Dynamics | None =
     The other options come in five groups (``mindiss.core.options``), given as objects or flat
     (``train(..., mobility=1.0, n_chains=1000)``; a flat name overrides its group's field):
 
-    * ``dynamics``: mobility, duration, n_steps, sampler, backend, dtype, device, seed, step_mode ("default"; opt-in "fused" / "compiled": see ``Dynamics``);
+    * ``dynamics``: mobility, duration, n_steps, sampler, backend, dtype, device, seed, step_mode
+      ("default"; opt-in "fused" / "compiled": what each guarantees is in ``Dynamics``);
     * ``ensemble``: n_chains, n_replicas, chains (initial states), shards, keep_chains;
     * ``estimation``: preconditioner, data_term, batch_size, free_energy, temperature_kelvin;
     * ``checkpointing``: checkpoint, checkpoint_every, resume, stop, on_start;
