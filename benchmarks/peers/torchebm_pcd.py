@@ -62,34 +62,11 @@ def run_bare(n_chains, dim, n_steps, seed=0):
 
 def run_torchebm(n_chains, dim, n_steps, seed=0):
     """torchebm's PersistentContrastiveDivergence (k_steps = 1, buffer = the N chains) with its
-    LangevinDynamics sampler (Euler-Maruyama, step_size = mu dt, noise_scale = 1) and torch SGD."""
-    from torchebm.core import BaseModel
-    from torchebm.losses import PersistentContrastiveDivergence
-    from torchebm.samplers import LangevinDynamics
+    LangevinDynamics sampler (Euler-Maruyama, step_size = mu dt, noise_scale = 1) and torch SGD: the one
+    implementation in ``mindiss.app.bench.torchebm_trap`` (also a ``mindiss bench`` row)."""
+    from mindiss.app.bench import torchebm_trap
 
-    class Trap(BaseModel):
-        def __init__(self):
-            super().__init__()
-            self.theta = torch.nn.Parameter(torch.zeros(dim))
-
-        def forward(self, x):
-            return (x - self.theta).square().sum(-1) * (0.5 / VARIANCE)
-
-    data, x0 = _problem(n_chains, dim, seed)
-    gen = torch.Generator().manual_seed(seed + 1)
-    model = Trap()
-    sampler = LangevinDynamics(model, step_size=MOBILITY * DT, noise_scale=1.0)
-    loss_fn = PersistentContrastiveDivergence(model, sampler, k_steps=1, buffer_size=n_chains, init_steps=0,
-                                              new_sample_ratio=0.0, energy_reg_weight=0.0)
-    loss_fn.initialize_buffer((dim,), generator=gen)
-    loss_fn.replay_buffer.copy_(x0)   # equilibrium start, like the other two
-    opt = torch.optim.SGD(model.parameters(), lr=LR)
-    for _ in range(n_steps):
-        opt.zero_grad(set_to_none=True)
-        loss, _ = loss_fn(data, generator=gen)
-        loss.backward()
-        opt.step()
-    return float(model.theta.detach()[0])
+    return torchebm_trap(n_chains, dim, n_steps, seed=seed, variance=VARIANCE, mobility=MOBILITY, dt=DT, lr=LR)
 
 
 def bench(configs=CONFIGS, repeats=5) -> dict:

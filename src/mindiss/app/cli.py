@@ -648,9 +648,10 @@ def bench_cmd(
     repeats: int = typer.Option(0, min=0, max=MAX_BENCH_REPEATS,
                                 help="timed repeats per configuration, median reported (0: 5, or 2 with --quick)"),
     dtype: str = typer.Option("both", help="chain dtype: float32, float64 or both"),
-    case: str = typer.Option("all", help="trap, double_well, mlp or all"),
+    case: str = typer.Option("all", help="trap, double_well, mlp, overhead or all"),
     memory: bool = typer.Option(True, "--memory/--no-memory", help="measure peak memory per chain"),
     quick: bool = typer.Option(False, "--quick", help="10x fewer updates, 2 repeats"),
+    threads: int = typer.Option(0, min=0, help="torch intra-op threads for the timings (0: torch's default)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """Throughput (M chain-steps/s) of train()'s full update next to a bare torch loop, one process."""
@@ -665,27 +666,19 @@ def bench_cmd(
                          f"{torch.__version__}, cuda build {torch.version.cuda})"), 2)
     if dtype not in ("float32", "float64", "both"):
         _fail(InputError(f"--dtype must be float32, float64 or both, got {dtype!r}"), 2)
-    if case not in ("trap", "double_well", "mlp", "all"):
-        _fail(InputError(f"--case must be trap, double_well, mlp or all, got {case!r}"), 2)
+    if case not in ("trap", "double_well", "mlp", "overhead", "all"):
+        _fail(InputError(f"--case must be trap, double_well, mlp, overhead or all, got {case!r}"), 2)
     if repeats < 0:
         _fail(InputError("--repeats must be >= 0"), 2)
     out = bench.run_all(quick=quick, device=device, repeats=repeats or None,
                         dtypes=("float32", "float64") if dtype == "both" else (dtype,), memory=memory,
-                        cases=None if case == "all" else (case,))
+                        cases=None if case == "all" else (case,), threads=threads or None)
     if as_json:
         _print_json(out)
         return
     typer.echo(f"device {out['device']}, torch {out['torch']}, {out['threads']} threads, load average "
                f"{out['load_average'][0]:.2f}, median of {out['repeats']} after one warm-up, interleaved")
-    typer.echo(f"{'case':<38}{'N':>8}{'d':>3}{'updates':>8}{'dtype':>9}{'library':>10}{'bare':>10}"
-               f"{'ratio':>7}{'B/chain lib':>13}{'bare':>7}  target")
-    for r in out["cases"]:
-        mem = ("" if r["library_bytes_per_chain"] is None else
-               f"{r['library_bytes_per_chain']:>13.0f}{r['bare_bytes_per_chain']:>7.0f}")
-        typer.echo(f"{r['label']:<38}{r['n_chains']:>8}{r['dim']:>3}{r['n_steps']:>8}{r['dtype']:>9}"
-                   f"{r['library_msteps_per_s']:>10.2f}{r['bare_msteps_per_s']:>10.2f}{r['ratio']:>7.2f}"
-                   f"{mem:<20}  {r['target']} {'ok' if r['meets_target'] else 'MISSED'}")
-    typer.echo("throughput in M chain-steps/s; ratio = library/bare speed")
+    typer.echo(bench.format_table(out))
     if out["memory_method"]:
         typer.echo(f"memory: {out['memory_method']}")
 

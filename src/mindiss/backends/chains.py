@@ -69,7 +69,8 @@ class ParticleChains(ChainBackend):
         self._ledger = self.energy_now.new_zeros((2, self.energy_now.shape[0]))
         self.work, self.heat = self._ledger[0], self._ledger[1]
         self._scratch = torch.empty_like(self.energy_now)
-        self._mean: torch.Tensor | None = None
+        self._mean: torch.Tensor | None = None   # the chain mean of the states ``_mean_of`` at ``_mean_version``
+        self._mean_of, self._mean_version, self._mean_list = None, -1, None
         # E = theta . phi(x): phi of the current states is computed once per move and shared by
         # g_hat, the work of the next update and the heat (one feature pass per update, not three)
         # (stored transposed, (P, N): the reductions over chains run along contiguous rows)
@@ -93,16 +94,20 @@ class ParticleChains(ChainBackend):
         return self.x[:n]
 
     def chain_mean(self) -> torch.Tensor:
-        if self._mean is None:
-            self._mean = self.x.mean(0, dtype=torch.float64)
+        """E_rho[x], float64 (d,): one float64 sum over the chains and a division, computed once per move
+        and shared by the history row and the next g_hat (torch's CPU ``mean(dtype=float64)`` is this
+        same sum followed by the same division: the same numbers, without a second pass over the chains)."""
+        if self._mean is None or self._mean_of is not self.x or self._mean_version != self.x._version:
+            self._mean = self.x.sum(0, dtype=torch.float64).div_(self.x.shape[0])
+            self._mean_of, self._mean_version, self._mean_list = self.x, self.x._version, None
         return self._mean
 
     def chain_mean_list(self) -> list:
-        """chain_mean() as floats (a sum and a division on the host: one kernel fewer per record)."""
-        if self._mean is not None:
-            return self._mean.tolist()
-        n = self.x.shape[0]
-        return [v / n for v in self.x.sum(0, dtype=torch.float64).tolist()]
+        """chain_mean() as floats, cached until the chains move."""
+        mean = self.chain_mean()
+        if self._mean_list is None:
+            self._mean_list = mean.tolist()
+        return self._mean_list
 
     def mean_grad_theta(self, energy, theta):
         if self._from_mean:

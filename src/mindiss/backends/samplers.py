@@ -62,9 +62,12 @@ class ExactOU(Sampler):
             )
 
     def step(self, energy, theta, x, *, dt, mobility, gen):
-        if isinstance(energy, HarmonicTrap) and x.shape[-1] > 1:   # one variance for every coordinate
+        if isinstance(energy, HarmonicTrap):   # one variance for every coordinate, a host float
             s = energy.variance
             a = math.exp(-mobility * dt / s)
+            if x.shape[-1] == 1:   # the centre as a host float too (the same numbers as the general path)
+                return x.mul_(a).add_(float(theta) * (1.0 - a)).add_(self.noise(x, gen),
+                                                                     alpha=math.sqrt(s * (1.0 - a * a)))
             return x.mul_(a).add_((theta * (1.0 - a)).to(x.dtype)).add_(self.noise(x, gen),
                                                                         alpha=math.sqrt(s * (1.0 - a * a)))
         c, v = energy.gaussian_params(theta)

@@ -13,7 +13,11 @@ Rules decided here and nowhere else (each refusal names both sides of a bad pair
   preconditioner, unsharded particles with data rows), plain (data term minus E_rho[d_theta E]), or
   with statistics for a preconditioner; the data term from every sample, a minibatch, or cached /
   moments (``backends.data_mean_grad_theta``);
-* host arithmetic for few parameters (P <= 64: Python floats are cheaper than tensor ops).
+* host arithmetic for few parameters (P <= 64: Python floats are cheaper than tensor ops);
+* ``step_mode`` (opt-in): "fused" needs a HarmonicTrap or ExpFamily on unsharded particles
+  (``backends.fused.fused_problem``), "compiled" a NeuralEnergy on unsharded particles and a torch
+  with ``torch.compile`` (``energies.compiled.compiled_problem``; the plan's energy is then the
+  ``CompiledNeuralEnergy``).
 """
 from __future__ import annotations
 
@@ -43,6 +47,7 @@ from .options import Checkpointing, Dynamics, Ensemble, Estimation, Output
 #: box, "bar" the final chains moved at theta_T, "none" is the tracker's)
 FREE_ENERGY_METHODS = tuple(m for m in LEDGER_METHODS if m not in ("quadrature", "bar", "none"))
 DATA_TERMS = ("moments", "samples")
+STEP_MODES = ("default", "fused", "compiled")
 #: at most this many parameters: the update's host-side arithmetic uses Python floats
 SMALL_PARAMS = 64
 DEFAULT_N_CHAINS = 100_000
@@ -94,6 +99,7 @@ class Plan:
     fused: bool                  # g_hat from energy.grad_hat(data rows, chains, theta)
     data_rows: str | None        # "all" / "minibatch": the data term from rows; None: cached / moments
     small: bool                  # host floats for the approximate objective and the checks
+    step_mode: str = "default"   # "fused" (backends.fused) / "compiled" (energies.compiled): opt-in
 
     @property
     def n_updates(self) -> int:
@@ -246,6 +252,21 @@ def check_contract(energy, data, schedule, theta0, dynamics: Dynamics, ensemble:
     comm = _dist.Comm()
     shards = _dist.check_shards(ens.shards, comm, backend)
 
+    if dyn.step_mode not in STEP_MODES:
+        raise InputError(f"step_mode must be one of {STEP_MODES}, got {dyn.step_mode!r}")
+    if dyn.step_mode == "fused":
+        from ..backends.fused import fused_problem
+
+        problem = fused_problem(energy, backend, shards)
+        if problem:
+            raise InputError(problem)
+    if dyn.step_mode == "compiled":
+        from ..energies.compiled import CompiledNeuralEnergy, compiled_problem
+
+        problem = compiled_problem(energy, backend, shards)
+        if problem:
+            raise InputError(problem)
+        energy = CompiledNeuralEnergy.of(energy)   # the same energy, its update passes compiled
     caps = energy.capabilities
     sampler = make_sampler(dyn.sampler)
     if backend != "fokker_planck":   # the grid backend moves the density exactly for any energy
@@ -291,4 +312,4 @@ def check_contract(energy, data, schedule, theta0, dynamics: Dynamics, ensemble:
         checkpoint=ck.checkpoint,
         checkpoint_every=int(ck.checkpoint_every or 0), resume=bool(ck.resume), stop=ck.stop,
         on_start=ck.on_start, draw_data=draw_data, fused=fused, data_rows=data_rows,
-        small=energy.n_params <= SMALL_PARAMS)
+        small=energy.n_params <= SMALL_PARAMS, step_mode=dyn.step_mode)

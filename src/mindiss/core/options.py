@@ -21,6 +21,11 @@ class Dynamics:
     (exact N -> infinity, quadratic energies) or "fokker_planck" (exact 1-D density on a grid);
     ``dtype`` of particle chains (float32 / float64; theta and the ledger are always float64);
     ``seed``: a non-negative integer from which every replica's generators are spawned.
+    ``step_mode``: "default" (the reference update), "fused" (HarmonicTrap / ExpFamily on particles:
+    the per-chain work as one multiply-add, the heat from the first law; chains, theta and g_hat
+    bit-identical to "default", work and heat equal up to float64 rounding: ``backends.fused``) or
+    "compiled" (NeuralEnergy: ``torch.compile``d forward and gradients; same random stream, values
+    equal to float tolerance, not bit-identical: ``energies.compiled``). Both are opt-in.
     """
 
     mobility: float = 1.0
@@ -31,6 +36,7 @@ class Dynamics:
     dtype: Any = "float32"
     device: Any = "cpu"
     seed: int = 0
+    step_mode: str = "default"
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,8 @@ def train(energy: Energy, data, *, schedule, theta0, dynamics: Dynamics | None =
     The other options come in five groups (``mindiss.core.options``), given as objects or flat
     (``train(..., mobility=1.0, n_chains=1000)``; a flat name overrides its group's field):
 
-    * ``dynamics``: mobility, duration, n_steps, sampler, backend, dtype, device, seed;
+    * ``dynamics``: mobility, duration, n_steps, sampler, backend, dtype, device, seed, step_mode
+      ("default"; opt-in "fused" / "compiled": what each guarantees is in ``Dynamics``);
     * ``ensemble``: n_chains, n_replicas, chains (initial states), shards, keep_chains;
     * ``estimation``: preconditioner, data_term, batch_size, free_energy, temperature_kelvin;
     * ``checkpointing``: checkpoint, checkpoint_every, resume, stop, on_start;
@@ -165,6 +166,10 @@ def _start_replica(plan: Plan, replica: int, chain_seed: int, data_seed: int, re
         gen = torch.Generator(device=device).manual_seed(chain_seed)
         state = _backends.initial_chains(plan.backend, energy, plan.theta0, plan.chains, plan.n_chains, gen,
                                          plan.dtype, data_r.samples)
+        if plan.step_mode == "fused":   # the same initial states, the ledger kept by backends.fused
+            from ..backends.fused import FusedParticleChains
+
+            state = FusedParticleChains(state.x, energy, plan.theta0)
     else:
         gen = _dist.ShardGenerators(chain_seed, plan.shards, comm, device)
         state = _dist.ShardedParticleChains.start(energy, plan.theta0, plan.chains, plan.n_chains, gen, plan.dtype,
@@ -210,7 +215,8 @@ def _fingerprint(plan: Plan) -> str:
                              else (None, repr(None))),
                            _pre_key(plan.preconditioner), plan.free_energy,
                            *([("shards", plan.shards)] if plan.shards > 1 else []),
-                           *([("batch_size", plan.batch_size)] if plan.batch_size else []))
+                           *([("batch_size", plan.batch_size)] if plan.batch_size else []),
+                           *([("step_mode", plan.step_mode)] if plan.step_mode != "default" else []))
 
 
 def _stop_together(stop, comm):
