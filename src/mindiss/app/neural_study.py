@@ -695,8 +695,9 @@ def plot_densities(runs: list[dict], agg: dict, data_by_name: dict | None = None
                 if r is not None:
                     ax.imshow(np.asarray(r["density"]), origin="lower", extent=(*view[0], *view[1]), cmap="Greys",
                               aspect="auto")
-                    ax.set_title(f"{f} {best['scale']:g}\ngap {r['gap']:.2f}, W_ex {r['excess_work']:.2g}",
-                                 fontsize=6)
+                    ax.set_title(f"{f} {best['scale']:g}\n" + (
+                        f"seed {r['seed']} (shown) diverged" if r.get("diverged")
+                        else f"gap {r['gap']:.2f}, W_ex {r['excess_work']:.2g}"), fontsize=6)
             else:
                 ax.set_title(f"{f}: no finished run", fontsize=6)
         for ax in axes[i]:
@@ -791,7 +792,7 @@ def plot_gap_curves(runs: list[dict], *, reference: dict | None = None, hlines: 
     {(family, scale): (updates, gap)} drawn as open markers (the short study's final point); ``hlines``: {label: gap} dashed lines."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5.5))
+    fig, ax = plt.subplots(figsize=(11, 5.5))
     seen = set()
     for (f, sc), c in mean_curves(runs).items():
         x, m, se = np.asarray(c["update"]), np.asarray(c["mean"]), np.nan_to_num(np.asarray(c["se"]))
@@ -812,8 +813,9 @@ def plot_gap_curves(runs: list[dict], *, reference: dict | None = None, hlines: 
         ax.text(ax.get_xlim()[0], v, f" {lab}", fontsize=7, va="bottom", color="0.3")
     ax.set_yscale("log")
     ax.set(xlabel="update", ylabel="test NLL - true density NLL (nats)",
-           title="gap against updates (the selected scales of the 1,000-update study; mean over seeds +- SE)")
-    ax.legend(fontsize=6.5, loc="upper right")
+           title="gap against updates at the selected scales (mean over finished seeds, band +- across-seed SE)")
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
 
