@@ -8,9 +8,11 @@ then aggregates what is there into ``OUT/summary.json``, ``OUT/fronts.png``, ``O
 ``OUT/table.csv``. ``--aggregate-only`` skips training. ``--calibrate`` measures every family's seconds
 per update in one process (interleaved rounds; ``OUT/calibration.json``): the equal-wall-time fronts then
 read each run's curves on that calibrated clock, since the runs' own clocks drift with a shared machine's
-load. ``--best-from STUDY --updates N`` runs, per family, only the scale (``--n-best K``: the K scales) with the lowest mean gap at equal updates in
-the finished study STUDY (among scales where no seed diverged) at N updates into its own ``--out`` (the long
-runs; ``OUT/selection.json`` records the choice, ``OUT/gaps.png`` shows the gap against updates). ``--quick`` uses the reduced settings (``neural_study.QUICK``; use another ``--out``). Bad arguments: a message naming the problem, exit 2.
+load. ``--best-from STUDY --updates N`` runs, per family, only the scale (``--n-best K``: the K scales)
+with the lowest mean gap at equal updates in the finished study STUDY (among scales where no seed
+diverged) at N updates into its own ``--out`` (the long runs; ``OUT/selection.json`` records the
+choice, ``OUT/gaps.png`` shows the gap against updates). ``--quick`` uses the reduced settings
+(``neural_study.QUICK``; use another ``--out``). Bad arguments: a message naming the problem, exit 2.
 """
 from __future__ import annotations
 

@@ -132,10 +132,11 @@ def test_calibrated_clock_replaces_the_runs_own():
     assert agg["datasets"]["moons"]["budget_seconds"] == pytest.approx(0.12)   # the sgd-constant run's time
 
 
-def test_committed_summary_is_the_aggregate_of_the_committed_runs():
-    """benchmarks/results/neural_study: summary.json (what the report and the README quote) is recomputed from
+@pytest.mark.parametrize("folder", ["neural_study", "neural_study_long"])
+def test_committed_summary_is_the_aggregate_of_the_committed_runs(folder):
+    """benchmarks/results/<folder>: summary.json (what the report and the README quote) is recomputed from
     the run files and the calibration; the table keeps seed SE and fixed-path SE apart."""
-    out = ROOT / "benchmarks" / "results" / "neural_study"
+    out = ROOT / "benchmarks" / "results" / folder
     if not (out / "summary.json").exists():
         pytest.skip("no committed study results")
     committed = ns.revive(json.loads((out / "summary.json").read_text()))

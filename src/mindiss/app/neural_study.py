@@ -776,7 +776,8 @@ def mean_curves(runs: list[dict], key: str = "gap") -> dict:
     the across-seed mean and standard error of ``key`` at each recorded update."""
     out = {}
     for f, sc in sorted({(r["family"], float(r["scale"])) for r in runs}, key=lambda k: (FAMILIES.index(k[0]), k[1])):
-        rs = [r for r in runs if (r["family"], float(r["scale"])) == (f, sc) and not r.get("diverged") and r.get("curves")]
+        rs = [r for r in runs
+              if (r["family"], float(r["scale"])) == (f, sc) and not r.get("diverged") and r.get("curves")]
         if not rs:
             continue
         upd = rs[0]["curves"]["update"]
@@ -789,7 +790,8 @@ def mean_curves(runs: list[dict], key: str = "gap") -> dict:
 
 def plot_gap_curves(runs: list[dict], *, reference: dict | None = None, hlines: dict | None = None):
     """Gap against updates, one line per (family, scale) (across-seed mean, band = +- SE); ``reference``:
-    {(family, scale): (updates, gap)} drawn as open markers (the short study's final point); ``hlines``: {label: gap} dashed lines."""
+    {(family, scale): (updates, gap)} drawn as open markers (the short study's final point); ``hlines``:
+    {label: gap} dashed lines."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(11, 5.5))
@@ -805,7 +807,8 @@ def plot_gap_curves(runs: list[dict], *, reference: dict | None = None, hlines: 
     for f, sc in sorted({(r["family"], float(r["scale"])) for r in runs if r.get("diverged")},
                         key=lambda k: (FAMILIES.index(k[0]), k[1])):
         n_div = sum(1 for r in runs if (r["family"], float(r["scale"])) == (f, sc) and r.get("diverged"))
-        ax.plot([], [], color=COLORS[f], marker="x", ls="none", label=f"{f} {sc:g}: {n_div} seed{'s' if n_div > 1 else ''} diverged")
+        ax.plot([], [], color=COLORS[f], marker="x", ls="none",
+                label=f"{f} {sc:g}: {n_div} seed{'s' if n_div > 1 else ''} diverged")
     if reference:
         ax.plot([], [], ls="none", marker="o", mfc="white", mec="0.3", label="open: same scale, 1,000-update study")
     for lab, v in (hlines or {}).items():
