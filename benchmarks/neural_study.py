@@ -8,7 +8,11 @@ then aggregates what is there into ``OUT/summary.json``, ``OUT/fronts.png``, ``O
 ``OUT/table.csv``. ``--aggregate-only`` skips training. ``--calibrate`` measures every family's seconds
 per update in one process (interleaved rounds; ``OUT/calibration.json``): the equal-wall-time fronts then
 read each run's curves on that calibrated clock, since the runs' own clocks drift with a shared machine's
-load. ``--quick`` uses the reduced settings (``neural_study.QUICK``; use another ``--out``). Bad arguments: a message naming the problem, exit 2.
+load. ``--best-from STUDY --updates N`` runs, per family, only the scale (``--n-best K``: the K scales)
+with the lowest mean gap at equal updates in the finished study STUDY (among scales where no seed
+diverged) at N updates into its own ``--out`` (the long runs; ``OUT/selection.json`` records the
+choice, ``OUT/gaps.png`` shows the gap against updates). ``--quick`` uses the reduced settings
+(``neural_study.QUICK``; use another ``--out``). Bad arguments: a message naming the problem, exit 2.
 """
 from __future__ import annotations
 
@@ -43,6 +47,12 @@ def parse(argv):
     p.add_argument("--calibrate", action="store_true",
                    help="measure each family's seconds per update in one process (OUT/calibration.json; the "
                         "equal-wall-time fronts then use these costs, not the runs' own clocks)")
+    p.add_argument("--best-from", default=None, metavar="STUDY",
+                   help="a finished study folder: run each family only at its best scale there (lowest mean gap at "
+                        "equal updates, no seed diverged); needs --updates other than the study's and its own --out")
+    p.add_argument("--n-best", type=int, default=1,
+                   help="with --best-from: run each family's N best scales (a best scale of the short study may "
+                        "diverge at the longer length)")
     return p.parse_args(argv)
 
 
@@ -71,8 +81,49 @@ def build(args):
         scales = {f: vals for f in families}
     cfg = ns.QUICK if args.quick else ns.FULL
     cfg = ns.with_settings(cfg, n_updates=args.updates, n_chains=args.chains)
+    if args.best_from is not None:
+        return long_specs(args, families, cfg), cfg
     specs = ns.specs(args.datasets, families, tuple(range(args.seeds)), scales)
     return specs, cfg
+
+
+def _source_summary(study) -> dict:
+    path = Path(study) / "summary.json"
+    if not path.exists():
+        raise InputError(f"--best-from {str(study)!r}: no summary.json there (aggregate that study first)")
+    return json.loads(path.read_text())
+
+
+def long_specs(args, families, cfg):
+    """The long runs: each family at its best scale of the --best-from study, seed first; the folders checked apart."""
+    if args.scales is not None:
+        raise InputError("--best-from picks the scales: drop --scales")
+    src = _source_summary(args.best_from)
+    ns.check_long(src.get("settings"), cfg, args.best_from, args.out)
+    datasets_ = ns.check_choice("dataset", args.datasets, ns.DATASETS)
+    _positive("n-best", args.n_best)
+    best = {ds: ns.best_scales(src, ds, families, args.n_best) for ds in datasets_}
+    return [s for seed in range(args.seeds) for ds in datasets_ if best[ds]
+            for s in ns.specs(ds, list(best[ds]), (seed,), best[ds])]
+
+
+def record_selection(out: Path, args, specs, cfg) -> None:
+    """OUT/selection.json: the source study, the length and the chosen scales. A folder holds one source study
+    at one length: another source or --updates is refused; more scales (a larger --n-best, more families) are
+    added to the record."""
+    sel = {"source": str(args.best_from), "updates": cfg.n_updates,
+           "scales": sorted({f"{s.dataset}/{s.family}/{s.scale:g}" for s in specs})}
+    path = out / "selection.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        if (old["source"], old["updates"]) != (sel["source"], sel["updates"]):
+            raise InputError(f"{path} records another selection ({old['source']}, {old['updates']} updates): "
+                             "use a fresh --out")
+        sel["scales"] = sorted(set(old["scales"]) | set(sel["scales"]))
+    atomic_write_json(path, sel)
+    cal, mine = Path(args.best_from) / "calibration.json", out / "calibration.json"
+    if cal.exists() and not mine.exists():      # per-update costs do not depend on the run length
+        atomic_write_text(mine, cal.read_text())
 
 
 def aggregate(out: Path, specs, figures: bool = True) -> dict:
@@ -99,7 +150,33 @@ def aggregate(out: Path, specs, figures: bool = True) -> dict:
         for name, fig in (("fronts.png", ns.plot_fronts(agg)), ("densities.png", ns.plot_densities(runs, agg))):
             fig.savefig(out / name, dpi=90)
             plt.close(fig)
+        sel_path = out / "selection.json"
+        if sel_path.exists():
+            sel = json.loads(sel_path.read_text())
+            fig = ns.plot_gap_curves(runs, reference=short_study_points(sel), hlines=EXAMPLE_GAP)
+            fig.savefig(out / "gaps.png", dpi=90)
+            plt.close(fig)
     return agg
+
+
+#: examples/moons_mlp.toml's measured gap (its own settings: 4,000 updates, 2,048 chains, 2-64-64-1 net, 5,000 draws)
+EXAMPLE_GAP = {"examples/moons_mlp.toml: 0.043 (4,000 updates, 2,048 chains, 64-64 net, 5,000 draws)": 0.043}
+
+
+def short_study_points(sel: dict) -> dict:
+    """{(family, scale): ([updates], [mean gap])} of the source study at the selected scales (its final point)."""
+    path = Path(sel["source"]) / "summary.json"
+    if not path.exists():
+        return {}
+    src = json.loads(path.read_text())
+    n = src["settings"]["n_updates"] + 2
+    out = {}
+    for key in sel["scales"]:
+        ds, f, scale = key.split("/")
+        for p in src["datasets"].get(ds, {}).get("equal_updates", {}).get(f, {}).get("points", []):
+            if p["scale"] == float(scale) and p["gap"] is not None:
+                out[(f, p["scale"])] = ([n], [p["gap"]])
+    return out
 
 
 def main(argv=None) -> int:
@@ -113,6 +190,8 @@ def main(argv=None) -> int:
         if out.exists() and not out.is_dir():
             raise InputError(f"--out {str(out)!r} exists and is not a folder")
         out.mkdir(parents=True, exist_ok=True)
+        if args.best_from is not None:
+            record_selection(out, args, specs, cfg)
         if not args.aggregate_only:
             start = time.perf_counter()
             with single_thread():

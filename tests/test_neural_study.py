@@ -132,10 +132,11 @@ def test_calibrated_clock_replaces_the_runs_own():
     assert agg["datasets"]["moons"]["budget_seconds"] == pytest.approx(0.12)   # the sgd-constant run's time
 
 
-def test_committed_summary_is_the_aggregate_of_the_committed_runs():
-    """benchmarks/results/neural_study: summary.json (what the report and the README quote) is recomputed from
+@pytest.mark.parametrize("folder", ["neural_study", "neural_study_long"])
+def test_committed_summary_is_the_aggregate_of_the_committed_runs(folder):
+    """benchmarks/results/<folder>: summary.json (what the report and the README quote) is recomputed from
     the run files and the calibration; the table keeps seed SE and fixed-path SE apart."""
-    out = ROOT / "benchmarks" / "results" / "neural_study"
+    out = ROOT / "benchmarks" / "results" / folder
     if not (out / "summary.json").exists():
         pytest.skip("no committed study results")
     committed = ns.revive(json.loads((out / "summary.json").read_text()))
@@ -153,3 +154,52 @@ def test_committed_summary_is_the_aggregate_of_the_committed_runs():
                 theirs = [(p["scale"], p["gap"], p["excess_work"])
                           for p in committed["datasets"][ds][mode][f]["points"]]
                 assert np.allclose(np.array(mine, float), np.array(theirs, float), rtol=1e-12, equal_nan=True)
+
+
+def _pt(family, scale, gap, n_seeds=3, n_diverged=0):
+    return {"family": family, "scale": scale, "gap": gap, "n_seeds": n_seeds, "n_diverged": n_diverged}
+
+
+def _source(tmp_path, settings):
+    """A small synthetic finished study: its summary.json only."""
+    pts = {"adam": [_pt("adam", 1e-3, 0.5), _pt("adam", 2e-3, 0.3), _pt("adam", 3e-3, 0.1, 2, 1)],
+           "md-lr": [_pt("md-lr", 0.01, 0.9), _pt("md-lr", 0.02, 0.8), _pt("md-lr", 0.05, None, 0, 3)],
+           "natural-diag": [_pt("natural-diag", 0.1, None, 0, 3)]}
+    summary = {"settings": settings.fingerprint(),
+               "datasets": {"moons": {"equal_updates": {f: {"points": p} for f, p in pts.items()}}}}
+    src = tmp_path / "short"
+    src.mkdir()
+    (src / "summary.json").write_text(json.dumps(summary))
+    return src
+
+
+def test_best_from_picks_the_lowest_gap_among_scales_without_divergence(tmp_path):
+    summary = json.loads((_source(tmp_path, TINY) / "summary.json").read_text())
+    # adam 3e-3 has the lowest gap but one seed diverged; natural-diag has no finished scale; sgd none at all
+    assert ns.best_scales(summary, "moons", ["adam", "md-lr", "natural-diag", "sgd-constant"]) == {
+        "adam": (2e-3,), "md-lr": (0.02,)}
+    assert ns.best_scales(summary, "moons", ["adam", "md-lr"], n=3) == {"adam": (2e-3, 1e-3), "md-lr": (0.02, 0.01)}
+    with pytest.raises(InputError, match="no 'checkerboard' runs"):
+        ns.best_scales(summary, "checkerboard", ["adam"])
+
+
+def test_best_from_refuses_to_mix_folders(tmp_path, capsys):
+    cli = _cli()
+    src = _source(tmp_path, ns.with_settings(ns.QUICK, n_updates=6, n_chains=16))
+    base = ["--best-from", str(src), "--datasets", "moons", "--families", "adam,md-lr", "--seeds", "1", "--quick",
+            "--chains", "16", "--aggregate-only", "--no-figures"]
+    assert cli.main(["--out", str(src), *base, "--updates", "9"]) == 2             # the source folder itself
+    assert "their own folder" in capsys.readouterr().err
+    assert cli.main(["--out", str(tmp_path / "a"), *base, "--updates", "6"]) == 2  # the source's settings
+    assert "source study's settings" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+    assert cli.main(["--out", str(tmp_path / "b"), *base, "--updates", "9"]) == 0
+    sel = json.loads((tmp_path / "b" / "selection.json").read_text())
+    assert sel["scales"] == ["moons/adam/0.002", "moons/md-lr/0.02"] and sel["updates"] == 9
+    capsys.readouterr()
+    assert cli.main(["--out", str(tmp_path / "b"), *base, "--updates", "12"]) == 2  # another length, same folder
+    assert "another selection" in capsys.readouterr().err
+    assert cli.main(["--out", str(tmp_path / "b"), *base, "--updates", "9", "--n-best", "2"]) == 0  # more scales: added
+    assert json.loads((tmp_path / "b" / "selection.json").read_text())["scales"] == [
+        "moons/adam/0.001", "moons/adam/0.002", "moons/md-lr/0.01", "moons/md-lr/0.02"]
+    assert cli.main(["--out", str(tmp_path / "c"), *base, "--updates", "9", "--scales", "0.1"]) == 2

@@ -695,8 +695,9 @@ def plot_densities(runs: list[dict], agg: dict, data_by_name: dict | None = None
                 if r is not None:
                     ax.imshow(np.asarray(r["density"]), origin="lower", extent=(*view[0], *view[1]), cmap="Greys",
                               aspect="auto")
-                    ax.set_title(f"{f} {best['scale']:g}\ngap {r['gap']:.2f}, W_ex {r['excess_work']:.2g}",
-                                 fontsize=6)
+                    ax.set_title(f"{f} {best['scale']:g}\n" + (
+                        f"seed {r['seed']} (shown) diverged" if r.get("diverged")
+                        else f"gap {r['gap']:.2f}, W_ex {r['excess_work']:.2g}"), fontsize=6)
             else:
                 ax.set_title(f"{f}: no finished run", fontsize=6)
         for ax in axes[i]:
@@ -742,10 +743,91 @@ def claims(agg: dict) -> list[str]:
     return lines
 
 
+# ---------------------------------------------------------------------------- long runs of chosen settings
+
+def best_scales(summary: dict, dataset: str, families, n: int = 1) -> dict:
+    """Per family, the ``n`` scales of a finished study (its ``summary.json``, read back) with the lowest mean
+    gaps at equal updates among the scales where every seed finished (n_seeds > 0, n_diverged = 0), best
+    first; families without such a scale are left out. Ties: the smaller scale first."""
+    res = summary["datasets"].get(dataset)
+    if res is None:
+        raise InputError(f"the source study has no {dataset!r} runs")
+    out = {}
+    for f in families:
+        pts = [p for p in res["equal_updates"].get(f, {}).get("points", [])
+               if p["n_seeds"] > 0 and p["n_diverged"] == 0 and p["gap"] is not None and math.isfinite(p["gap"])]
+        if pts:
+            out[f] = tuple(float(p["scale"]) for p in sorted(pts, key=lambda p: (p["gap"], p["scale"]))[:n])
+    return out
+
+
+def check_long(source_settings: dict, cfg: Settings, source_dir, out_dir) -> None:
+    """A long-run folder must not mix with its source study: another folder and another fingerprint (the
+    per-run check of ``run_study`` then keeps any later invocation from mixing settings in either)."""
+    if Path(out_dir).resolve() == Path(source_dir).resolve():
+        raise InputError("--out is the --best-from study itself: the long runs need their own folder")
+    if source_settings == cfg.fingerprint():
+        raise InputError("the long runs have the source study's settings (give another --updates): "
+                         "the two folders would hold the same runs")
+
+
+def mean_curves(runs: list[dict], key: str = "gap") -> dict:
+    """Per (family, scale) (finished runs only, curves on a common update grid): {"update", "mean", "se", "n"},
+    the across-seed mean and standard error of ``key`` at each recorded update."""
+    out = {}
+    for f, sc in sorted({(r["family"], float(r["scale"])) for r in runs}, key=lambda k: (FAMILIES.index(k[0]), k[1])):
+        rs = [r for r in runs
+              if (r["family"], float(r["scale"])) == (f, sc) and not r.get("diverged") and r.get("curves")]
+        if not rs:
+            continue
+        upd = rs[0]["curves"]["update"]
+        rs = [r for r in rs if r["curves"]["update"] == upd]
+        ys = np.asarray([r["curves"][key] for r in rs], float)
+        se = ys.std(0, ddof=1) / math.sqrt(len(rs)) if len(rs) > 1 else np.full(len(upd), math.nan)
+        out[(f, sc)] = {"update": upd, "mean": ys.mean(0).tolist(), "se": se.tolist(), "n": len(rs)}
+    return out
+
+
+def plot_gap_curves(runs: list[dict], *, reference: dict | None = None, hlines: dict | None = None):
+    """Gap against updates, one line per (family, scale) (across-seed mean, band = +- SE); ``reference``:
+    {(family, scale): (updates, gap)} drawn as open markers (the short study's final point); ``hlines``:
+    {label: gap} dashed lines."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(11, 5.5))
+    seen = set()
+    for (f, sc), c in mean_curves(runs).items():
+        x, m, se = np.asarray(c["update"]), np.asarray(c["mean"]), np.nan_to_num(np.asarray(c["se"]))
+        ax.plot(x, m, color=COLORS[f], marker=MARKERS[f], ms=3, lw=1.2, ls=":" if f in seen else "-",
+                label=f"{f} {sc:g} ({c['n']} seed{'s' if c['n'] > 1 else ''}): final {m[-1]:.3f}")
+        seen.add(f)
+        ax.fill_between(x, np.maximum(m - se, FLOOR), m + se, color=COLORS[f], alpha=0.15, lw=0)
+        if reference and (f, sc) in reference:
+            ax.plot(*reference[(f, sc)], ls="none", marker=MARKERS[f], mfc="white", mec=COLORS[f], ms=7)
+    for f, sc in sorted({(r["family"], float(r["scale"])) for r in runs if r.get("diverged")},
+                        key=lambda k: (FAMILIES.index(k[0]), k[1])):
+        n_div = sum(1 for r in runs if (r["family"], float(r["scale"])) == (f, sc) and r.get("diverged"))
+        ax.plot([], [], color=COLORS[f], marker="x", ls="none",
+                label=f"{f} {sc:g}: {n_div} seed{'s' if n_div > 1 else ''} diverged")
+    if reference:
+        ax.plot([], [], ls="none", marker="o", mfc="white", mec="0.3", label="open: same scale, 1,000-update study")
+    for lab, v in (hlines or {}).items():
+        ax.axhline(v, color="0.4", ls="--", lw=0.8)
+        ax.text(ax.get_xlim()[0], v, f" {lab}", fontsize=7, va="bottom", color="0.3")
+    ax.set_yscale("log")
+    ax.set(xlabel="update", ylabel="test NLL - true density NLL (nats)",
+           title="gap against updates at the selected scales (mean over finished seeds, band +- across-seed SE)")
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    return fig
+
+
 def with_settings(cfg: Settings, **kw) -> Settings:
     return replace(cfg, **{k: v for k, v in kw.items() if v is not None})
 
 
 __all__ = ["Settings", "FULL", "QUICK", "FAMILIES", "SCALES", "RunSpec", "specs", "run_one", "run_study",
            "load_runs", "aggregate", "pareto", "least_work_at", "plot_fronts", "plot_densities", "claims",
-           "summary_table", "Context", "md_lr_rates", "make_recipe"]
+           "summary_table", "Context", "md_lr_rates", "make_recipe", "best_scales", "check_long", "mean_curves",
+           "plot_gap_curves"]
