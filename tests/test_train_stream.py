@@ -152,3 +152,5 @@ def test_keep_thetas_auto_drops_a_large_path_and_protocol_says_why(monkeypatch):
     forced = md.train(energy, data, keep_thetas=True, **kw)
     np.testing.assert_array_equal(forced.thetas, kept.thetas)
     assert md.train(energy, data, keep_thetas=False, **{**kw}).thetas is None
+    with pytest.raises(InputError, match="keep_thetas must be True, False or None"):
+        md.train(energy, data, keep_thetas="yes", **kw)

@@ -296,8 +296,10 @@ def check_contract(energy, data, schedule, theta0, dynamics: Dynamics, ensemble:
         raise InputError(f"protocol thetas must have shape ({len(dts) + 1}, {energy.n_params}), got {path.shape}")
     if out.keep_thetas is None:   # auto: the per-update theta path while it stays small
         keep_thetas = (len(dts) + 1) * energy.n_params <= KEEP_THETAS_LIMIT
-    else:
+    elif isinstance(out.keep_thetas, (bool, np.bool_)):
         keep_thetas = bool(out.keep_thetas)
+    else:
+        raise InputError(f"keep_thetas must be True, False or None (keep while small), got {out.keep_thetas!r}")
     total_time = schedule.duration if isinstance(schedule, Schedule) else float(np.sum(dts))
     fused = pre is None and caps.fused_g_hat and backend == "particles" and shards == 1 and has_rows
     data_rows = "minibatch" if batch_size else ("all" if fused else None)
