@@ -46,6 +46,14 @@ class ChainBackend:
         return self.mean_work(), self.mean_heat()
 
 
+def check_states(x: torch.Tensor, energy: Energy) -> None:
+    """InputError unless ``x`` is a finite (n_chains, energy.dim) tensor of initial chain states."""
+    if x.ndim != 2 or x.shape[1] != energy.dim:
+        raise InputError(f"chain states must have shape (n_chains, {energy.dim}), got {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        raise InputError("initial chain states contain NaN or infinite values")
+
+
 class ParticleChains(ChainBackend):
     """N persistent chains x (N, d) with float64 ledgers ``work`` and ``heat`` (kT per chain).
 
@@ -55,10 +63,7 @@ class ParticleChains(ChainBackend):
     particles = True   # simulated chains (per-chain states and ledgers), not a density
 
     def __init__(self, x: torch.Tensor, energy: Energy, theta: torch.Tensor):
-        if x.ndim != 2 or x.shape[1] != energy.dim:
-            raise InputError(f"chain states must have shape (n_chains, {energy.dim}), got {tuple(x.shape)}")
-        if not bool(torch.isfinite(x).all()):
-            raise InputError("initial chain states contain NaN or infinite values")
+        check_states(x, energy)
         self.x = x
         caps = energy.capabilities
         # Energies that accept a float64 output buffer are evaluated in place (no allocation).

@@ -31,8 +31,7 @@ from __future__ import annotations
 import torch
 
 from ..energies.base import HarmonicTrap
-from ..errors import InputError
-from .chains import ParticleChains
+from .chains import ParticleChains, check_states
 
 F64 = torch.float64
 
@@ -52,10 +51,7 @@ class FusedParticleChains(ParticleChains):
     the first law (module docstring). Same protocol as ``ParticleChains``."""
 
     def __init__(self, x: torch.Tensor, energy, theta: torch.Tensor):
-        if x.ndim != 2 or x.shape[1] != energy.dim:
-            raise InputError(f"chain states must have shape (n_chains, {energy.dim}), got {tuple(x.shape)}")
-        if not bool(torch.isfinite(x).all()):
-            raise InputError("initial chain states contain NaN or infinite values")
+        check_states(x, energy)
         self.x = x
         self._energy = energy
         self._trap = isinstance(energy, HarmonicTrap)

@@ -37,11 +37,10 @@ from ..data.base import Dataset, as_dataset
 from ..errors import InputError, require_positive, require_positive_int
 from .ledger import FREE_ENERGY_METHODS as LEDGER_METHODS
 from ..rates.preconditioners import make_preconditioner
-from .options import KEEP_THETAS_LIMIT
 from .results import ThetaProtocol
 from ..backends.samplers import make_sampler
 from ..rates.schedules import DiscreteSchedule, Schedule
-from .options import Checkpointing, Dynamics, Ensemble, Estimation, Output
+from .options import KEEP_THETAS_LIMIT, Checkpointing, Dynamics, Ensemble, Estimation, Output
 
 #: the Delta F methods of ``ledger.delta_free_energy`` that a run can feed by itself ("quadrature" needs a
 #: box, "bar" the final chains moved at theta_T, "none" is the tracker's)
@@ -86,7 +85,8 @@ class Plan:
     temperature_kelvin: float
     record_every: int
     history_file: str | None
-    keep_thetas: bool            # theta after every update kept (replica 0; in memory and checkpoints)
+    keep_thetas: bool            # theta after every update kept (replica 0; in memory and checkpoints; never
+                                 # with a history_file)
     observers: tuple
     progress: bool
     checkpoint: Any
@@ -300,6 +300,7 @@ def check_contract(energy, data, schedule, theta0, dynamics: Dynamics, ensemble:
         keep_thetas = bool(out.keep_thetas)
     else:
         raise InputError(f"keep_thetas must be True, False or None (keep while small), got {out.keep_thetas!r}")
+    keep_thetas = keep_thetas and history_file is None   # a streamed history keeps no in-memory path
     total_time = schedule.duration if isinstance(schedule, Schedule) else float(np.sum(dts))
     fused = pre is None and caps.fused_g_hat and backend == "particles" and shards == 1 and has_rows
     data_rows = "minibatch" if batch_size else ("all" if fused else None)

@@ -193,8 +193,8 @@ def step(run, paths: Paths, k: int, dt: float) -> tuple[float, object]:
     return lr, th_host
 
 
-def run_updates(run, paths: Paths, *, stop: Callable[[], bool] | None = None, observers=(), tick: Callable | None = None, save: Callable | None = None,
-                checkpoint_path=None) -> None:
+def run_updates(run, paths: Paths, *, stop: Callable[[], bool] | None = None, observers=(),
+                tick: Callable | None = None, save: Callable | None = None, checkpoint_path=None) -> None:
     """The loop of one replica (continues from ``run.k``): stop requests, steps, history rows,
     observers, progress and periodic checkpoints; then the post-run checks and F-dependent columns."""
     plan, state = paths.plan, run.state

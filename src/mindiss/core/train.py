@@ -180,7 +180,7 @@ def _start_replica(plan: Plan, replica: int, chain_seed: int, data_seed: int, re
     run = ReplicaState(energy, data_r, state, plan.theta0, gen, plan.n_updates,
                        n_rows=_n_rows(plan.n_updates, plan.record_every) if replica == 0 else 0,
                        history_file=plan.history_file if replica == 0 else None,
-                       keep_thetas=replica == 0 and plan.history_file is None and plan.keep_thetas,
+                       keep_thetas=replica == 0 and plan.keep_thetas,
                        data_gen=data_gen,
                        batch_size=plan.batch_size, reopen=resumed)
     run.once = comm.count_once(plan.sampler)

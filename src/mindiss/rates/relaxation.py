@@ -12,7 +12,7 @@ import math
 import numpy as np
 import torch
 
-from ..errors import InputError, require_positive
+from ..errors import InputError, require_positive, require_positive_int
 
 
 def _sokal_window(trace: torch.Tensor, L: int, c: float) -> tuple[np.ndarray, int]:
@@ -221,8 +221,6 @@ def diagonal_relaxation(energy, theta, x, sampler, *, dt: float, mobility: float
     series in float32). Returns {"fisher_diag", "tau", "friction_diag", "tau_mean", "window_mean",
     "rows", "n_steps", "dt"}.
     """
-    from ..errors import require_positive_int
-
     dt, mobility = require_positive("dt", dt), require_positive("mobility", mobility)
     rows, n_steps = require_positive_int("rows", rows), require_positive_int("n_steps", n_steps)
     if n_steps < 8:
@@ -303,8 +301,6 @@ class ChainRelaxation:
     def __init__(self, *, lags: int = 64, rows: int = 64, params: int | None = 256, memory: float = 100.0,
                  groups: int = 8, tau0: float | None = None, c: float = 5.0, max_tau_steps: float = 1000.0,
                  min_records: int = 8):
-        from ..errors import require_positive_int
-
         self.lags = require_positive_int("lags", lags)
         if self.lags < 3:
             raise InputError(f"lags must be >= 3, got {lags}")
