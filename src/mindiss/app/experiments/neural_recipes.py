@@ -117,7 +117,7 @@ def _replay_jarzynski(run, ctx, n_chains: int) -> dict:
             "work_var": float(w.var(ddof=1)), "first_law": float(res.first_law_residual)}
 
 
-def _true_density_checks(ctx, cfg) -> tuple[list, dict]:
+def _true_density_checks(ctx) -> tuple[list, dict]:
     x, logp, _ = ctx.test("moons")
     lib = logp.numpy()
     ind = ref.moons_log_density(x.numpy())
@@ -209,7 +209,7 @@ def run(quick: bool = True, progress=no_progress) -> ExperimentResult:
             fr = [r for r in ok if r["family"] == f and r["seed"] == st["seeds"][0]]
             if fr:
                 best[f] = min(fr, key=lambda r: r["gap"])
-        td_checks, td = _true_density_checks(ctx, cfg)
+        td_checks, td = _true_density_checks(ctx)
         lz_checks, lz_rows = _log_z_checks(best, ctx, cfg)
         # Jarzynski where the variance permits (Var W ~ 2 W_ex near equilibrium): the best-gap run of the first
         # seed among those ending at W_ex <= 2 kT (else the least-W_ex run), replayed up to W_ex <= 1 kT
@@ -221,10 +221,10 @@ def run(quick: bool = True, progress=no_progress) -> ExperimentResult:
             jar = _replay_jarzynski(pick, ctx, st["replay_chains"])
         impulse = _impulse_effects([r for r in runs if r["seed"] == st["seeds"][0]], ctx)
         progress(total - 1, total)
-    return _result(runs, agg, td_checks, td, lz_checks, lz_rows, jar, st, quick, impulse)
+    return _result(runs, agg, td_checks, td, lz_checks, lz_rows, jar, st, impulse)
 
 
-def _result(runs, agg, td_checks, td, lz_checks, lz_rows, jar, st, quick, impulse=()) -> ExperimentResult:
+def _result(runs, agg, td_checks, td, lz_checks, lz_rows, jar, st, impulse=()) -> ExperimentResult:
     cfg = st["cfg"]
     checks = list(td_checks) + list(lz_checks)
     ok = [r for r in runs if not r["diverged"]]
